@@ -1,0 +1,45 @@
+"""invkit: how invariant are image classifiers to transformations of their input, and how does
+that invariance correlate with accuracy?
+
+Importing this package is cheap: plugins (and torch) load on first use.
+"""
+
+from importlib import metadata as _metadata
+
+from invkit.api import (
+    get_analysis,
+    get_component,
+    get_executor,
+    get_measure,
+    get_transform,
+    list_components,
+    load_dataset,
+    load_model,
+)
+from invkit.components import JobOutcome, LoadedModel, Measure, Preprocessing, Transform
+from invkit.errors import InvkitError
+from invkit.plugins import hookimpl
+
+try:
+    __version__ = _metadata.version("invkit")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "InvkitError",
+    "JobOutcome",
+    "LoadedModel",
+    "Measure",
+    "Preprocessing",
+    "Transform",
+    "__version__",
+    "get_analysis",
+    "get_component",
+    "get_executor",
+    "get_measure",
+    "get_transform",
+    "hookimpl",
+    "list_components",
+    "load_dataset",
+    "load_model",
+]

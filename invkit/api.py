@@ -1,0 +1,72 @@
+"""The public functions to find and build components by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invkit.errors import InvkitError
+from invkit.plugins import get_host
+from invkit.registry import KINDS, Component
+
+
+def _kind(kind: str) -> str:
+    singular = {k + "s": k for k in KINDS} | {"analyses": "analysis"}
+    chosen = singular.get(kind, kind)
+    if chosen not in KINDS:
+        raise InvkitError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return chosen
+
+
+def get_component(kind: str, name: str) -> Component:
+    """The registered component of ``kind`` called ``name`` (its description and parameters)."""
+    return get_host().registry.get(_kind(kind), name)
+
+
+def list_components(kind: str | None = None) -> list[Component]:
+    """Every registered component, or those of one kind (``"transform"`` or ``"transforms"``)."""
+    registry = get_host().registry
+    if kind is None:
+        return list(registry)
+    return registry.all(_kind(kind))
+
+
+def get_transform(name: str, **params: Any) -> Any:
+    """Build the transform ``name`` with ``params``: ``get_transform("rotation", angles=[90])``."""
+    return get_component("transform", name).create(**params)
+
+
+def get_measure(name: str, **params: Any) -> Any:
+    """Build the measure ``name``: ``get_measure("ei")(original_probs, view_probs)``."""
+    return get_component("measure", name).create(**params)
+
+
+def get_analysis(name: str, **params: Any) -> Any:
+    """Build the analysis ``name``: ``get_analysis("model_centric")(rows)``."""
+    return get_component("analysis", name).create(**params)
+
+
+def get_executor(name: str, **params: Any) -> Any:
+    """Build the executor ``name`` (``local`` runs jobs one after the other)."""
+    return get_component("executor", name).create(**params)
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"timm:resnet18"`` → ``("timm", "resnet18")``; ``"digits"`` → ``("digits", "")``."""
+    scheme, _, rest = spec.partition(":")
+    if not scheme:
+        raise InvkitError(
+            f"spec {spec!r} has no scheme; write it as scheme:rest, e.g. timm:resnet18"
+        )
+    return scheme, rest
+
+
+def load_model(spec: str, **params: Any) -> Any:
+    """Load a model from a spec such as ``timm:resnet18``; returns an ``invkit.LoadedModel``."""
+    scheme, rest = split_spec(spec)
+    return get_component("model", scheme).create(rest, **params)
+
+
+def load_dataset(spec: str, **params: Any) -> Any:
+    """Load a dataset from a spec such as ``imagefolder:/data/val`` or ``digits``."""
+    scheme, rest = split_spec(spec)
+    return get_component("dataset", scheme).create(rest, **params)

@@ -1,0 +1,1 @@
+"""The built-in plugins; each module implements hooks exactly as a third-party plugin would."""

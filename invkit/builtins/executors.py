@@ -1,0 +1,33 @@
+"""Built-in executor: run a study's jobs one after the other, in this process."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from invkit.components import JobOutcome
+from invkit.plugins import hookimpl
+
+
+class LocalExecutor:
+    """Run jobs one after the other in this process; a failing job does not stop the others."""
+
+    name = "local"
+
+    def __call__(self, jobs: Sequence[Callable[[], Any]]) -> Iterator[JobOutcome]:
+        for index, job in enumerate(jobs):
+            try:
+                result = job()
+            except Exception as error:
+                yield JobOutcome(index, error=error, traceback=traceback.format_exc())
+            else:
+                yield JobOutcome(index, result=result)
+
+    def __repr__(self) -> str:
+        return "LocalExecutor()"
+
+
+@hookimpl
+def register_executors(register):
+    register(LocalExecutor)

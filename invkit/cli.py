@@ -1,0 +1,188 @@
+"""The ``invkit`` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from typing import Any
+
+import click
+
+from invkit.errors import InvkitError
+from invkit.plugins import PluginWarning, get_host, reset_host
+from invkit.registry import KINDS, Component
+
+KIND_CHOICES = [k + "s" if k != "analysis" else "analyses" for k in KINDS]
+
+
+class PluginCommandGroup(click.Group):
+    """A group that asks third-party plugins for their commands only when commands are listed
+    or looked up, so that ``import invkit.cli`` stays cheap."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not self._plugins_added:
+            self._plugins_added = True
+            get_host().add_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._add_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+
+def _strict(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        reset_host(strict=True)
+
+
+def _version() -> str:
+    from invkit import __version__
+
+    return __version__
+
+
+@click.group(cls=PluginCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=_version(), prog_name="invkit")
+@click.option(
+    "--strict-plugins",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_strict,
+    help="Fail when a plugin cannot load or register (same as INVKIT_STRICT_PLUGINS=1).",
+)
+def cli() -> None:
+    """Measure how invariant image classifiers are to transformations of their input, and how
+    that invariance correlates with accuracy across models and test sets.
+
+    \b
+    Plugins come from the `invkit` entry point group; environment variables:
+      INVKIT_LOAD_PLUGINS=a,b     load only these third-party plugins (empty: none)
+      INVKIT_DISABLE_PLUGINS=a,b  never load these
+      INVKIT_STRICT_PLUGINS=1     a broken plugin is an error, not a warning
+    """
+
+
+@cli.command("plugins")
+@click.option("--all", "include_builtins", is_flag=True, help="Include the built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def plugins_command(include_builtins: bool, as_json: bool) -> None:
+    """List installed plugins: name, version and the hooks each implements."""
+    infos = get_host().plugins(include_builtins=include_builtins)
+    if as_json:
+        click.echo(json.dumps([info.to_dict() for info in infos], indent=2))
+        return
+    if not infos:
+        click.echo("no third-party plugins installed (`invkit plugins --all` shows built-ins)")
+    for info in infos:
+        origin = "built-in" if info.builtin else "plugin"
+        click.echo(f"{info.name} {info.version} ({origin})")
+        if info.error:
+            click.echo(f"  FAILED: {info.error}")
+        else:
+            click.echo(f"  hooks: {', '.join(info.hooks) or '(none)'}")
+
+
+def _component_text(component: Component) -> list[str]:
+    lines = [f"{component.name}  [{component.plugin}]"]
+    if component.description:
+        lines.append(f"    {component.description}")
+    if component.kind == "measure":
+        factory: Any = component.factory
+        direction = "higher" if getattr(factory, "higher_is_invariant", True) else "lower"
+        labels = ", needs labels" if getattr(factory, "needs_labels", False) else ""
+        lines.append(f"    ({direction} = more invariant{labels})")
+    lines.extend(f"    {param.describe()}" for param in component.params)
+    return lines
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(KIND_CHOICES), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def list_command(kind: str | None, as_json: bool) -> None:
+    """List components (all kinds, or one) with descriptions and parameters."""
+    from invkit.api import list_components
+
+    components = list_components(kind)
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in components], indent=2))
+        return
+    current = None
+    for component in components:
+        if kind is None and component.kind != current:
+            current = component.kind
+            click.echo(f"== {current} ==")
+        click.echo("\n".join(_component_text(component)))
+
+
+def _pip(*args: str) -> None:
+    command = [sys.executable, "-m", "pip", *args]
+    click.echo("$ " + " ".join(command), err=True)
+    result = subprocess.run(command, check=False)
+    if result.returncode:
+        raise click.exceptions.Exit(result.returncode)
+
+
+@cli.command("install")
+@click.argument("packages", nargs=-1, required=True)
+@click.option("-U", "--upgrade", is_flag=True, help="Upgrade packages already installed.")
+@click.option("-e", "--editable", is_flag=True, help="Install a local plugin folder editable.")
+def install_command(packages: tuple[str, ...], upgrade: bool, editable: bool) -> None:
+    """Install plugin packages with pip, into the environment invkit runs in.
+
+    PACKAGES are anything pip accepts: names from a package index, paths, or wheel files.
+    """
+    flags = (["--upgrade"] if upgrade else []) + (["--editable"] if editable else [])
+    _pip("install", *flags, *packages)
+
+
+@cli.command("uninstall")
+@click.argument("packages", nargs=-1, required=True)
+def uninstall_command(packages: tuple[str, ...]) -> None:
+    """Uninstall plugin packages from the environment invkit runs in."""
+    _pip("uninstall", "--yes", *packages)
+
+
+@cli.command("study")
+@click.argument("config", required=False)
+def study_command(config: str | None) -> None:
+    """Run a study (models × datasets × transforms × measures): not available yet.
+
+    The study runner is the next milestone; until then use the Python API
+    (`invkit.get_transform`, `invkit.get_measure`, `invkit.get_analysis`).
+    """
+    raise InvkitError(
+        "`invkit study` is not implemented in this version; use the Python API "
+        "(see docs/python-api.md) until it lands"
+    )
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = f"invkit: warning: {message}" if issubclass(category, PluginWarning) else None
+    if text is None:
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+    click.echo(text, err=True)
+
+
+def main() -> None:
+    """Entry point of the ``invkit`` console script: errors become one clear line."""
+    warnings.showwarning = _show_warning
+    try:
+        cli(prog_name="invkit")
+    except InvkitError as error:
+        click.echo(f"invkit: error: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

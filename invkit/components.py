@@ -1,0 +1,92 @@
+"""Base classes and records that define the contracts between invkit and its plugins.
+
+Subclassing is optional (invkit only relies on the call signatures and attributes documented
+here and in ``invkit.hookspecs``), but these classes state the contract in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Transform:
+    """A deterministic map from a batch of images to a list of views of it.
+
+    ``transform(images)`` takes a float tensor ``(B, C, H, W)`` of pixels in [0, 1] and returns
+    a list of tensors of the same shape, on the same device. ``num_views`` says how many.
+    """
+
+    name: str = ""
+
+    @property
+    def num_views(self) -> int:
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+class Measure:
+    """A per-sample comparison of a model's softmax on an image and on one view of it.
+
+    ``measure(original, view, labels=None)`` takes two ``(B, K)`` tensors of class
+    probabilities (and, if ``needs_labels``, a ``(B,)`` tensor of class indices) and returns a
+    ``(B,)`` tensor.
+    """
+
+    name: str = ""
+    higher_is_invariant: bool = True
+    needs_labels: bool = False
+
+    def __call__(
+        self, original: torch.Tensor, view: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its input: resize and crop, then normalize with ``mean`` and ``std``."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    num_classes: int | None = None
+    class_names: Sequence[str] | None = field(default=None, repr=False)
+
+
+@dataclass
+class LoadedModel:
+    """What a model loader returns: a module from normalized images to logits, and its input."""
+
+    module: Any  # torch.nn.Module
+    preprocessing: Preprocessing
+    spec: str = ""
+
+
+@dataclass
+class JobOutcome:
+    """What an executor reports for one job: its result, or the exception it raised."""
+
+    index: int
+    result: Any = None
+    error: BaseException | None = None
+    traceback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,45 @@
+"""Exceptions invkit raises on purpose: each names the bad input and says how to fix it.
+
+The CLI prints an ``InvkitError`` as a one-line message (no traceback); anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class InvkitError(Exception):
+    """Base class of every error invkit raises deliberately."""
+
+
+class UnknownComponentError(InvkitError, KeyError):
+    """A component name that no loaded plugin registered."""
+
+    def __init__(self, kind: str, name: str, suggestions: list[str], known: list[str]):
+        self.kind = kind
+        self.name = name
+        self.suggestions = suggestions
+        if suggestions:
+            hint = "did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
+        elif known:
+            hint = "known: " + ", ".join(known)
+        else:
+            hint = f"no {kind} is registered at all"
+        message = (
+            f"unknown {kind} {name!r}: {hint} "
+            f"(`invkit list {kind}s` shows each one with its parameters)"
+        )
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0])
+
+
+class DuplicateComponentError(InvkitError):
+    """Two plugins registered a component of the same kind under the same name."""
+
+
+class PluginError(InvkitError):
+    """A plugin failed to load or to register its components (raised in strict mode)."""
+
+
+class ComponentParameterError(InvkitError, TypeError):
+    """A component was given a parameter it does not take, or a value of the wrong kind."""

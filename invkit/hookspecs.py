@@ -1,0 +1,111 @@
+"""The hooks a plugin implements to add components to invkit.
+
+Every ``register_*`` hook receives one argument, ``register``: a callable that the plugin calls
+once per component it adds::
+
+    register(factory, name=None)
+
+``factory`` is a class or function that builds the component from keyword parameters; invkit
+reads its name (the ``name`` argument, else a ``name`` attribute, else ``__name__``), its
+one-line description (the first line of its docstring) and its parameters (its signature, with
+type hints and defaults) so that ``invkit list`` can describe it and configs can set it up.
+Components of one kind share one namespace: two plugins registering the same name is an error
+that names both plugins.
+
+A plugin implements any subset of these hooks, with functions decorated by
+``invkit.hookimpl``, and is found through the ``invkit`` entry point group. ``docs/hooks.md``
+documents each hook with an example; ``docs/plugins.md`` shows how to package a plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("invkit")
+
+Register = Callable[..., None]
+
+
+@hookspec
+def register_transforms(register: Register) -> None:
+    """Add input transformations whose invariance invkit can measure.
+
+    A transform factory's parameters configure it; the object it returns is called with a batch
+    of images ``(B, C, H, W)``, float pixels in [0, 1], on any device, and returns a list of
+    views, each a batch of the same shape (one view for grayscale; three for the default
+    rotation). It must be deterministic: a random transform takes a ``seed`` parameter. It acts
+    on pixels before the model's mean/std normalization and must keep the batch on its device.
+    Subclassing ``invkit.Transform`` is optional; it documents the contract.
+    """
+
+
+@hookspec
+def register_measures(register: Register) -> None:
+    """Add invariance measures: functions of a model's softmax on an image and on one view.
+
+    The object a measure factory returns is called as ``measure(original, view, labels=None)``
+    with two ``(B, K)`` tensors of class probabilities and returns a ``(B,)`` tensor of
+    per-sample values. It has two attributes: ``higher_is_invariant`` (bool: does a larger value
+    mean more invariant?) and ``needs_labels`` (bool: when true, ``labels`` is a ``(B,)`` tensor
+    of class indices). invkit averages the values over a transform's views, then over samples.
+    Subclassing ``invkit.Measure`` gives both attributes and their defaults.
+    """
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Add model loaders, each keyed by the scheme of a model spec (``timm`` in ``timm:resnet18``).
+
+    The loader is called as ``loader(rest, **params)`` where ``rest`` is the spec after the
+    first colon (``resnet18``), and ``params`` come from the config or ``load_model``. It
+    returns an ``invkit.LoadedModel``: the ``torch.nn.Module`` that maps normalized images to
+    logits, and its ``Preprocessing`` (input size, interpolation, crop fraction, mean, std,
+    number of classes and class names where known).
+    """
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Add dataset loaders, each keyed by the scheme of a dataset spec (``imagefolder:/data``).
+
+    A spec with no colon (``digits``) names the loader with an empty ``rest``. The loader is
+    called as ``loader(rest, **params)`` and returns a ``torch.utils.data.Dataset`` whose items
+    are ``(image, label)``: the image a float tensor ``(C, H, W)`` of pixels in [0, 1] (or a PIL
+    image that the engine converts), the label a class index, or ``-1`` for an unlabeled image.
+    """
+
+
+@hookspec
+def register_analyses(register: Register) -> None:
+    """Add analyses run over a study's results table.
+
+    The analysis object is called with an iterable of rows, each a mapping with the keys
+    ``model``, ``dataset``, ``transform``, ``measure``, ``invariance`` and ``accuracy`` (``None``
+    or NaN for an unlabeled dataset). It returns an object with ``to_dict()`` (JSON-ready) and a
+    readable ``str()``; ``invkit.analysis.AnalysisResult`` is the built-in one.
+    """
+
+
+@hookspec
+def register_executors(register: Register) -> None:
+    """Add executors: strategies that run a study's units of work.
+
+    The executor object is called with a list of zero-argument callables (one per model and
+    dataset pair: each loads, evaluates and stores its own results) and returns an iterator of
+    ``invkit.JobOutcome``, one per job, in any order, as jobs finish. An executor never raises
+    for a failed job: it reports the exception in the outcome so that other jobs go on. The
+    built-in ``local`` executor runs the jobs one after the other in this process.
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add subcommands to the ``invkit`` command line.
+
+    ``cli`` is the top-level ``click.Group``; call ``cli.add_command(command)``. Keep the module
+    that implements this hook light (import heavy libraries inside the command), because it is
+    imported to build ``invkit --help``.
+    """

@@ -1,0 +1,67 @@
+"""Shared fixtures: a fresh plugin host per test, the CLI as a real subprocess, and real
+third-party plugin packages (good and broken) installed with pip into a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from invkit.plugins import reset_host
+
+FAKE_PLUGINS = Path(__file__).parent / "fake_plugins"
+INVKIT_ENV = ("INVKIT_LOAD_PLUGINS", "INVKIT_DISABLE_PLUGINS", "INVKIT_STRICT_PLUGINS")
+
+
+@pytest.fixture(autouse=True)
+def fresh_host(monkeypatch):
+    """Each test starts with a plugin host that has read a clean environment."""
+    for name in INVKIT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    host = reset_host()
+    yield host
+    reset_host()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True):
+    """Run ``invkit ARGS`` as a real subprocess of this interpreter's environment."""
+    full_env = {k: v for k, v in os.environ.items() if k not in INVKIT_ENV}
+    full_env.update(env or {})
+    invkit = Path(sys.executable).with_name("invkit")
+    result = subprocess.run(
+        [str(invkit), *args], capture_output=True, text=True, env=full_env, timeout=300
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"invkit {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """A folder holding the fake plugin distributions, installed there by pip for real."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    packages = sorted(str(p) for p in FAKE_PLUGINS.iterdir() if (p / "pyproject.toml").exists())
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+            "--no-build-isolation", "--target", str(target), *packages,
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return target
+
+
+@pytest.fixture
+def with_plugin_site(plugin_site, monkeypatch):
+    """Make the fake plugins visible to this process (entry points) and to subprocesses."""
+    monkeypatch.syspath_prepend(str(plugin_site))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")])
+    )
+    return plugin_site

@@ -1,0 +1,67 @@
+"""The command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import invkit
+
+from .conftest import FAKE_PLUGINS, run_cli
+
+
+def test_version_and_help():
+    assert run_cli("--version").stdout.strip() == f"invkit, version {invkit.__version__}"
+    help_text = run_cli("--help").stdout
+    for command in ("plugins", "list", "install", "uninstall", "study"):
+        assert command in help_text
+
+
+def test_list_measures_as_json_and_text():
+    listed = json.loads(run_cli("list", "measures", "--json").stdout)
+    by_name = {c["name"]: c for c in listed}
+    assert set(by_name) >= {"ei", "agreement", "js", "kl", "l2", "cosine"}
+    assert by_name["kl"]["params"] == [
+        {"name": "eps", "type": "float", "required": False, "default": 0.0}
+    ]
+    text = run_cli("list", "measures").stdout
+    assert "js  [invkit.builtins.measures]" in text
+    assert "(lower = more invariant)" in text
+
+
+def test_jigsaw_is_installed_and_listed():
+    plugins = json.loads(run_cli("plugins", "--json").stdout)
+    jigsaw = next(p for p in plugins if p["name"] == "invkit-jigsaw")
+    assert jigsaw["hooks"] == ["register_transforms"] and jigsaw["error"] is None
+    transforms = run_cli("list", "transforms").stdout
+    assert "jigsaw  [invkit-jigsaw]" in transforms
+    assert "grid: int = 2" in transforms
+
+
+def test_errors_are_one_line_without_traceback():
+    result = run_cli("study", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("invkit: error: `invkit study` is not implemented")
+    assert "Traceback" not in result.stderr
+
+
+def test_install_and_uninstall_run_pip_in_invkits_environment(tmp_path):
+    package = tmp_path / "invkit-hello"
+    shutil.copytree(FAKE_PLUGINS / "invkit-hello", package)
+    env = {"PIP_NO_BUILD_ISOLATION": "0", "PIP_NO_DEPS": "1"}
+    try:
+        result = run_cli("install", str(package), env=env)
+        pip_line = result.stderr.splitlines()[0]
+        assert pip_line.startswith(f"$ {Path(sys.executable).parent}/python")  # invkit's own
+        assert pip_line.endswith(f" -m pip install {package}")
+        assert "hflip" in run_cli("list", "transforms").stdout
+    finally:
+        run_cli("uninstall", "invkit-hello", check=False)
+    assert "hflip" not in run_cli("list", "transforms").stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "pip", "show", "invkit-hello"], capture_output=True, check=False
+    )
+    assert shown.returncode != 0

@@ -1,0 +1,52 @@
+"""The documentation keeps up with the code."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from invkit import hookspecs
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def hookspec_names() -> list[str]:
+    return [
+        name
+        for name, function in inspect.getmembers(hookspecs, inspect.isfunction)
+        if hasattr(function, "invkit_spec")
+    ]
+
+
+def test_every_hookspec_has_a_section_in_hooks_md():
+    text = (DOCS / "hooks.md").read_text()
+    sections = set(re.findall(r"^## (\w+)$", text, flags=re.MULTILINE))
+    names = hookspec_names()
+    assert len(names) >= 7
+    missing = [n for n in names if n not in sections]
+    assert not missing, f"docs/hooks.md lacks a section for {missing}"
+    stale = sections - set(names)
+    assert not stale, f"docs/hooks.md documents hooks that do not exist: {stale}"
+
+
+def test_every_doc_is_reachable_from_the_readme():
+    readme = (DOCS.parent / "README.md").read_text()
+    for doc in DOCS.glob("*.md"):
+        assert f"docs/{doc.name}" in readme, f"README.md does not link docs/{doc.name}"
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
+
+
+DOC_FILES = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.name)
+def test_python_examples_in_the_docs_run(path, capsys):
+    namespace: dict = {"__name__": f"doc_example_{path.stem}"}
+    for block in python_blocks(path):
+        exec(compile(block, str(path), "exec"), namespace)

@@ -1,0 +1,138 @@
+"""The plugin host with real entry-point plugins: allow and block lists, strict mode, broken
+plugins, duplicate names, and run-time registration."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+import invkit
+from invkit import hookimpl
+from invkit.errors import DuplicateComponentError, PluginError
+from invkit.plugins import PluginHost, PluginWarning, temporary_plugin
+
+from .conftest import run_cli
+
+GOOD = "invkit-hello,invkit-jigsaw"
+
+
+def transforms_of(host: PluginHost) -> set[str]:
+    return {c.name for c in host.registry.all("transform")}
+
+
+def test_builtins_always_load_even_with_an_empty_allowlist(with_plugin_site):
+    host = PluginHost(environ={"INVKIT_LOAD_PLUGINS": ""})
+    assert transforms_of(host) == {"rotation", "grayscale", "compose"}
+    names = [p.name for p in host.plugins(include_builtins=True)]
+    assert "invkit.builtins.measures" in names
+    assert host.plugins() == []
+
+
+def test_allowlist_loads_only_the_named_distributions(with_plugin_site):
+    host = PluginHost(environ={"INVKIT_LOAD_PLUGINS": "invkit_hello"})  # _ and - are the same
+    assert "hflip" in transforms_of(host)
+    assert "jigsaw" not in transforms_of(host)
+    [info] = host.plugins()
+    assert (info.name, info.version, info.hooks) == (
+        "invkit-hello",
+        "1.2.3",
+        ["register_commands", "register_transforms"],
+    )
+
+
+def test_allowlist_warns_about_a_name_that_is_not_installed(with_plugin_site):
+    host = PluginHost(environ={"INVKIT_LOAD_PLUGINS": "invkit-hello,invkit-nope"})
+    with pytest.warns(PluginWarning, match="invkit-nope"):
+        host.registry  # noqa: B018
+
+
+def test_blocklist_wins(with_plugin_site):
+    host = PluginHost(
+        environ={"INVKIT_LOAD_PLUGINS": GOOD, "INVKIT_DISABLE_PLUGINS": "invkit-hello"}
+    )
+    assert "hflip" not in transforms_of(host)
+    assert "jigsaw" in transforms_of(host)
+
+
+def test_broken_plugins_warn_and_everything_else_works(with_plugin_site):
+    host = PluginHost(environ={"INVKIT_DISABLE_PLUGINS": "invkit-duplicate"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = transforms_of(host)
+        measures = {c.name for c in host.registry.all("measure")}
+    messages = [str(w.message) for w in caught if issubclass(w.category, PluginWarning)]
+    assert any(
+        "'invkit-broken-import' 1.2.3 failed to import" in m
+        and "ModuleNotFoundError" in m
+        and "invkit_this_module_does_not_exist" in m
+        for m in messages
+    ), messages
+    assert any(
+        "'invkit-broken-hook' 1.2.3 failed to register its measures" in m
+        and "the measure table is corrupt" in m
+        for m in messages
+    ), messages
+    assert {"hflip", "jigsaw", "rotation"} <= names
+    assert "half_registered" not in measures  # a failing hook registers nothing
+    assert "ei" in measures
+    failed = {p.name: p.error for p in host.plugins() if p.error}
+    assert set(failed) == {"invkit-broken-import", "invkit-broken-hook"}
+
+
+@pytest.mark.parametrize("broken", ["invkit-broken-import", "invkit-broken-hook"])
+def test_strict_mode_makes_a_broken_plugin_an_error(with_plugin_site, broken):
+    host = PluginHost(environ={"INVKIT_LOAD_PLUGINS": broken, "INVKIT_STRICT_PLUGINS": "1"})
+    with pytest.raises(PluginError, match=broken):
+        host.registry  # noqa: B018
+
+
+def test_duplicate_names_name_both_plugins(with_plugin_site):
+    host = PluginHost(environ={"INVKIT_LOAD_PLUGINS": "invkit-duplicate"})
+    with pytest.raises(DuplicateComponentError) as error:
+        host.registry  # noqa: B018
+    assert "'invkit.builtins.transforms'" in str(error.value)
+    assert "'invkit-duplicate'" in str(error.value)
+    assert "transform 'rotation'" in str(error.value)
+
+
+class ExtraMeasurePlugin:
+    """A plugin object registered at run time, as a notebook or a test would."""
+
+    @hookimpl
+    def register_measures(self, register):
+        def always_one(original, view, labels=None):
+            """One for every sample."""
+            return original.new_ones(original.shape[0])
+
+        register(always_one, name="one")
+
+
+def test_temporary_plugin_registers_and_unregisters():
+    with temporary_plugin(ExtraMeasurePlugin(), name="extra"):
+        assert invkit.get_component("measure", "one").plugin == "extra"
+    with pytest.raises(invkit.InvkitError, match="unknown measure 'one'"):
+        invkit.get_component("measure", "one")
+
+
+def test_cli_shows_plugins_and_their_commands(with_plugin_site):
+    env = {"INVKIT_LOAD_PLUGINS": GOOD}
+    listed = json.loads(run_cli("plugins", "--json", env=env).stdout)
+    assert [p["name"] for p in listed] == ["invkit-hello", "invkit-jigsaw"]
+    everything = json.loads(run_cli("plugins", "--all", "--json", env=env).stdout)
+    assert {"invkit.builtins.transforms", "invkit-jigsaw"} <= {p["name"] for p in everything}
+    assert "hello" in run_cli("--help", env=env).stdout
+    assert run_cli("hello", "tester", env=env).stdout == "hello tester from a plugin\n"
+
+
+def test_cli_keeps_working_with_broken_plugins_and_fails_in_strict_mode(with_plugin_site):
+    env = {"INVKIT_DISABLE_PLUGINS": "invkit-duplicate"}
+    result = run_cli("list", "transforms", env=env)
+    assert "invkit: warning: invkit plugin 'invkit-broken-import' 1.2.3 failed" in result.stderr
+    assert "jigsaw" in result.stdout and "hflip" in result.stdout
+    strict = run_cli("--strict-plugins", "list", "transforms", env=env, check=False)
+    assert strict.returncode == 1
+    assert "invkit: error: invkit plugin 'invkit-broken-import'" in strict.stderr
+    strict_env = run_cli("plugins", env=env | {"INVKIT_STRICT_PLUGINS": "1"}, check=False)
+    assert strict_env.returncode == 1 and "failed to import" in strict_env.stderr
