@@ -1,0 +1,13 @@
+"""Built-in analyses: model-centric and dataset-centric correlation, accuracy prediction."""
+
+from __future__ import annotations
+
+from invkit.analysis import DatasetCentric, ModelCentric, PredictAccuracy
+from invkit.plugins import hookimpl
+
+
+@hookimpl
+def register_analyses(register):
+    register(ModelCentric)
+    register(DatasetCentric)
+    register(PredictAccuracy)

@@ -1,0 +1,164 @@
+"""Built-in transforms: exact and interpolated rotation, grayscale, and composition.
+
+All act on float pixels in [0, 1] before the model's normalization, batched, on the batch's
+device. ``docs/transforms.md`` describes each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kornia
+import torch
+
+from invkit.components import Transform
+from invkit.errors import InvkitError
+from invkit.plugins import hookimpl
+
+INTERPOLATIONS = ("bilinear", "nearest")
+PADDINGS = ("zeros", "border", "reflection")
+
+
+def _check_batch(name: str, images: torch.Tensor) -> None:
+    if images.ndim != 4:
+        raise InvkitError(
+            f"transform {name!r} takes a batch (B, C, H, W); got a tensor of shape "
+            f"{tuple(images.shape)} (add a batch dimension with images.unsqueeze(0))"
+        )
+    if not images.is_floating_point():
+        raise InvkitError(
+            f"transform {name!r} takes float pixels in [0, 1]; got dtype {images.dtype} "
+            "(convert with images.float() / 255)"
+        )
+
+
+class Rotation(Transform):
+    """Rotate counter-clockwise by each angle (degrees); multiples of 90° are exact.
+
+    A multiple of 90° moves pixels with ``torch.rot90`` (no interpolation, bit-exact); any other
+    angle goes through ``kornia.geometry.transform.rotate`` about the image centre, keeping the
+    image size, with the given interpolation and padding of the uncovered corners.
+    """
+
+    name = "rotation"
+
+    def __init__(
+        self,
+        angles: Sequence[float] = (90, 180, 270),
+        interpolation: str = "bilinear",
+        padding: str = "zeros",
+    ):
+        if isinstance(angles, int | float):
+            angles = (angles,)
+        if not angles:
+            raise InvkitError("rotation needs at least one angle, e.g. angles=[90, 180, 270]")
+        if interpolation not in INTERPOLATIONS:
+            raise InvkitError(
+                f"rotation interpolation {interpolation!r} is not one of "
+                + ", ".join(INTERPOLATIONS)
+            )
+        if padding not in PADDINGS:
+            raise InvkitError(f"rotation padding {padding!r} is not one of {', '.join(PADDINGS)}")
+        self.angles = tuple(float(a) for a in angles)
+        self.interpolation = interpolation
+        self.padding = padding
+
+    @property
+    def num_views(self) -> int:
+        return len(self.angles)
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        _check_batch(self.name, images)
+        return [self._rotate(images, angle) for angle in self.angles]
+
+    def _rotate(self, images: torch.Tensor, angle: float) -> torch.Tensor:
+        if angle % 90 == 0:
+            quarter_turns = int(angle // 90) % 4
+            if quarter_turns % 2 and images.shape[-1] != images.shape[-2]:
+                raise InvkitError(
+                    f"rotating a non-square batch ({images.shape[-2]}×{images.shape[-1]}) by "
+                    f"{angle:g}° would swap its height and width; crop the images to a square "
+                    "first (a model's preprocessing does)"
+                )
+            return torch.rot90(images, quarter_turns, dims=(-2, -1))
+        angle_tensor = torch.full(
+            (images.shape[0],), angle, device=images.device, dtype=images.dtype
+        )
+        return kornia.geometry.transform.rotate(
+            images, angle_tensor, mode=self.interpolation, padding_mode=self.padding
+        )
+
+
+class Grayscale(Transform):
+    """Convert RGB to luminance (kornia's ITU-R 601 weights), replicated to three channels.
+
+    The view keeps the input's shape, so the model sees a gray RGB image.
+    """
+
+    name = "grayscale"
+
+    @property
+    def num_views(self) -> int:
+        return 1
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        _check_batch(self.name, images)
+        if images.shape[1] != 3:
+            raise InvkitError(
+                f"grayscale needs RGB images (3 channels); got {images.shape[1]} channel(s). "
+                "A 1-channel image is already gray, so its grayscale invariance is trivially "
+                "perfect: leave this transform out, or give the model RGB input"
+            )
+        gray = kornia.color.rgb_to_grayscale(images)
+        return [gray.expand(-1, 3, -1, -1).contiguous()]
+
+
+class Compose(Transform):
+    """Apply transforms one after another: every view of one step goes through the next.
+
+    ``steps`` lists transform names, or mappings ``{"name": ..., **params}``; the views are the
+    product of the steps' views (grayscale then rotation by 90/180/270 gives three views).
+    """
+
+    name = "compose"
+
+    def __init__(self, steps: Sequence[str | Mapping[str, Any]]):
+        from invkit.api import get_transform
+
+        if not steps:
+            raise InvkitError(
+                "compose needs at least one step, e.g. steps=['grayscale', 'rotation']"
+            )
+        self.steps = []
+        for step in steps:
+            if isinstance(step, str):
+                self.steps.append(get_transform(step))
+            elif isinstance(step, Mapping) and "name" in step:
+                params = {k: v for k, v in step.items() if k != "name"}
+                self.steps.append(get_transform(step["name"], **params))
+            else:
+                raise InvkitError(
+                    f"compose step {step!r} is neither a transform name nor a mapping with a "
+                    "'name' key, e.g. {'name': 'rotation', 'angles': [90]}"
+                )
+
+    @property
+    def num_views(self) -> int:
+        count = 1
+        for step in self.steps:
+            count *= step.num_views
+        return count
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        views = [images]
+        for step in self.steps:
+            views = [out for view in views for out in step(view)]
+        return views
+
+
+@hookimpl
+def register_transforms(register):
+    register(Rotation)
+    register(Grayscale)
+    register(Compose)
