@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -38,11 +39,13 @@ def reference(name: str, p: np.ndarray, q: np.ndarray) -> np.ndarray:
                 ]
                 return sum(terms)
 
+            # rounded inputs that do not sum to exactly 1 can give tiny negative divergences;
+            # invkit reports those as 0, the true divergence of distributions
             if name == "kl":
-                out.append(kl(a, b))
+                out.append(max(0.0, kl(a, b)))
             else:
                 m = [(x + y) / 2 for x, y in zip(a, b, strict=True)]
-                out.append(0.5 * kl(a, m) + 0.5 * kl(b, m))
+                out.append(max(0.0, 0.5 * kl(a, m) + 0.5 * kl(b, m)))
         elif name == "l2":
             out.append(math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b, strict=True))))
         elif name == "cosine":
@@ -65,8 +68,9 @@ def softmax_pairs(shape, seed):
 
 @pytest.mark.parametrize("name", ["ei", "agreement", "js", "kl", "l2", "cosine"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_matches_the_formula_on_random_softmax(name, shape):
-    p, q = softmax_pairs(shape, seed=hash((name, shape)) % 2**32)
+@pytest.mark.parametrize("draw", range(5))
+def test_matches_the_formula_on_random_softmax(name, shape, draw):
+    p, q = softmax_pairs(shape, seed=zlib.crc32(repr((name, shape, draw)).encode()))
     measure = invkit.get_measure(name)
     got = measure(torch.from_numpy(p), torch.from_numpy(q)).numpy()
     assert got.shape == (shape[0],)
