@@ -66,6 +66,36 @@ def fit_line(x: np.ndarray, y: np.ndarray, method: str) -> Line:
     raise InvkitError(f"unknown fit {method!r}; choose one of {', '.join(FITS)}")
 
 
+PAIRS_PER_CHUNK = 4_000_000  # bounds the memory of the pairwise-slope arrays
+
+
+def fit_lines(xs: np.ndarray, ys: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_line`` for many point sets at once (rows of ``xs`` and ``ys``): slopes, intercepts.
+
+    Theil–Sen as scipy computes it: the median of the slopes over pairs with distinct x, and
+    the intercept median(y) − slope · median(x).
+    """
+    if method == "least_squares":
+        xc = xs - xs.mean(axis=1, keepdims=True)
+        yc = ys - ys.mean(axis=1, keepdims=True)
+        slopes = (xc * yc).sum(axis=1) / (xc**2).sum(axis=1)
+        return slopes, ys.mean(axis=1) - slopes * xs.mean(axis=1)
+    if method != "theil_sen":
+        raise InvkitError(f"unknown fit {method!r}; choose one of {', '.join(FITS)}")
+    n = xs.shape[1]
+    first, second = np.triu_indices(n, k=1)
+    rows = max(1, PAIRS_PER_CHUNK // max(len(first), 1))
+    slopes = np.empty(len(xs))
+    for start in range(0, len(xs), rows):
+        x, y = xs[start : start + rows], ys[start : start + rows]
+        dx = x[:, second] - x[:, first]
+        dy = y[:, second] - y[:, first]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pairwise = np.where(dx != 0, dy / dx, np.nan)
+        slopes[start : start + rows] = np.nanmedian(pairwise, axis=1)
+    return slopes, np.median(ys, axis=1) - slopes * np.median(xs, axis=1)
+
+
 def correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Pearson r, Spearman ρ and Kendall τ-b with two-sided p-values, and the R² of the LS line."""
     pearson = stats.pearsonr(x, y)
@@ -124,9 +154,7 @@ def bootstrap(
     xs, ys = xs[valid], ys[valid]
     r = _rowwise_pearson(xs, ys)
     rho = _rowwise_pearson(stats.rankdata(xs, axis=1), stats.rankdata(ys, axis=1))
-    lines = [fit_line(a, b, fit) for a, b in zip(xs, ys, strict=True)]
-    slopes = np.array([line.slope for line in lines])
-    intercepts = np.array([line.intercept for line in lines])
+    slopes, intercepts = fit_lines(xs, ys, fit)
     grid = np.linspace(x.min(), x.max(), band_points)
     predictions = intercepts[:, None] + slopes[:, None] * grid[None, :]
     tail = (1 - confidence) / 2 * 100

@@ -26,9 +26,15 @@ def population(n_models=12, datasets=("val", "v2", "sketch"), seed=0, noise=0.02
             inv = float(np.clip(invariance[m] - shift + rng.normal(0, 0.01), 0.01, 0.99))
             acc = float(np.clip(0.9 * inv + 0.05 + rng.normal(0, noise), 0.01, 0.99))
             rows.append(
-                dict(model=f"m{m:02d}", dataset=dataset, transform="rotation", measure="ei",
-                     invariance=inv, accuracy=acc)
-            )  # fmt: skip
+                dict(
+                    model=f"m{m:02d}",
+                    dataset=dataset,
+                    transform="rotation",
+                    measure="ei",
+                    invariance=inv,
+                    accuracy=acc,
+                )
+            )
     return rows
 
 
@@ -156,8 +162,9 @@ def test_degenerate_groups_give_messages_not_crashes():
 
 def test_bad_tables_are_clear_errors():
     with pytest.raises(invkit.InvkitError, match="row 0 of the results table lacks accuracy"):
-        invkit.get_analysis("model_centric")([dict(model="a", dataset="d", transform="t",
-                                                   measure="m", invariance=0.5)])  # fmt: skip
+        invkit.get_analysis("model_centric")(
+            [dict(model="a", dataset="d", transform="t", measure="m", invariance=0.5)]
+        )
     row = dict(model="a", dataset="d", transform="t", measure="m", invariance=0.5, accuracy=0.5)
     with pytest.raises(invkit.InvkitError, match="two rows for model 'a'"):
         invkit.get_analysis("model_centric")([row, row])
@@ -222,9 +229,25 @@ def test_summary_bootstrap_of_a_mean():
     boot = summarize(values, bootstrap=True, n_resamples=1000, seed=1)
     assert boot.low < boot.mean < boot.high
     assert boot == summarize(values, bootstrap=True, n_resamples=1000, seed=1)
-    reference = sps.bootstrap((values,), np.mean, n_resamples=5000, method="percentile",
-                              rng=np.random.default_rng(2)).confidence_interval  # fmt: skip
+    reference = sps.bootstrap(
+        (values,), np.mean, n_resamples=5000, method="percentile", rng=np.random.default_rng(2)
+    ).confidence_interval
     assert boot.low == pytest.approx(reference.low, abs=0.003)
     assert boot.high == pytest.approx(reference.high, abs=0.003)
     standard_error = values.std(ddof=1) / math.sqrt(len(values))
     assert boot.high - boot.low == pytest.approx(2 * 1.96 * standard_error, rel=0.1)
+
+
+@pytest.mark.parametrize("method", ["theil_sen", "least_squares"])
+def test_vectorized_line_fits_match_scipy_per_row(method):
+    rng = np.random.default_rng(5)
+    x = np.round(rng.uniform(0, 1, size=(40, 9)), 1)  # rounded: many tied x values
+    y = 0.7 * x + rng.normal(0, 0.1, size=x.shape)
+    slopes, intercepts = stats.fit_lines(x, y, method)
+    for row in range(len(x)):
+        if method == "theil_sen":
+            expected = sps.theilslopes(y[row], x[row])
+        else:
+            expected = sps.linregress(x[row], y[row])
+        assert slopes[row] == pytest.approx(expected.slope, rel=1e-12, abs=1e-12)
+        assert intercepts[row] == pytest.approx(expected.intercept, rel=1e-12, abs=1e-12)
