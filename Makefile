@@ -13,9 +13,7 @@ install: $(PY)
 	$(PY) -m pip install --quiet -e .
 
 demo: install
-	$(VENV)/bin/invkit plugins --all
-	$(VENV)/bin/invkit list
-	$(PY) examples/api_tour.py
+	$(VENV)/bin/invkit study --demo
 
 test: $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -32,9 +32,16 @@ with torch.no_grad():
             )
 
 rows = [
-    {"model": f"m{i}", "dataset": "val", "transform": "rotation", "measure": "ei",
-     "invariance": inv, "accuracy": acc}
-    for i, (inv, acc) in enumerate([(0.42, 0.61), (0.55, 0.70), (0.61, 0.74), (0.70, 0.81),
-                                    (0.48, 0.66), (0.66, 0.77)])
-]  # fmt: skip
+    {
+        "model": f"m{i}",
+        "dataset": "val",
+        "transform": "rotation",
+        "measure": "ei",
+        "invariance": inv,
+        "accuracy": acc,
+    }
+    for i, (inv, acc) in enumerate(
+        [(0.42, 0.61), (0.55, 0.70), (0.61, 0.74), (0.70, 0.81), (0.48, 0.66), (0.66, 0.77)]
+    )
+]
 print(invkit.get_analysis("model_centric", n_bootstrap=1000, seed=0)(rows))

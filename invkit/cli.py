@@ -154,17 +154,80 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
 
 
 @cli.command("study")
-@click.argument("config", required=False)
-def study_command(config: str | None) -> None:
-    """Run a study (models × datasets × transforms × measures): not available yet.
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--demo", is_flag=True, help="Run the embedded demo study (no files, no network).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Output directory (default: run.out)."
+)
+@click.option("--device", help="auto, cpu, cuda or cuda:N (default: run.device, auto).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch.")
+@click.option("--workers", type=click.IntRange(min=0), help="Data-loader worker processes.")
+@click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA (off by default).")
+@click.option("--fresh", is_flag=True, help="Delete the stored results and start over.")
+@click.option("--per-sample", is_flag=True, default=None, help="Store per-image values too.")
+@click.option("--progress/--no-progress", default=True, help="Progress bars (default: on).")
+def study_command(
+    config: str | None, demo: bool, out: str | None, fresh: bool, progress: bool, **overrides: Any
+) -> None:
+    """Evaluate every model on every dataset under every transform and measure, run the
+    analyses, and write tables, plots and report.md to the output directory.
 
-    The study runner is the next milestone; until then use the Python API
-    (`invkit.get_transform`, `invkit.get_measure`, `invkit.get_analysis`).
+    CONFIG is a TOML file (docs/config.md). Re-running skips every cell already computed with
+    the same configuration; interrupting loses only the pass in progress.
     """
-    raise InvkitError(
-        "`invkit study` is not implemented in this version; use the Python API "
-        "(see docs/python-api.md) until it lands"
+    import dataclasses
+
+    from invkit.config import load_config
+    from invkit.study import Study
+
+    if demo == (config is not None):
+        raise click.UsageError("give either a CONFIG file or --demo")
+    if demo:
+        from invkit.demo import demo_config
+
+        study_config = demo_config(echo=lambda text: click.echo(text, err=True))
+    else:
+        study_config = load_config(config)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    study_config = dataclasses.replace(
+        study_config, run=dataclasses.replace(study_config.run, **changes)
     )
+    study = Study(
+        study_config,
+        out_dir=out,
+        fresh=fresh,
+        progress=progress,
+        echo=lambda text: click.echo(text, err=True),
+    )
+    try:
+        outcome = study.run()
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninvkit: interrupted; completed cells are kept in {study.out_dir}. Run the same "
+            "command again to resume.",
+            err=True,
+        )
+        raise SystemExit(130) from None
+    click.echo(
+        f"invkit: {outcome.computed} cell(s) computed in {outcome.passes} pass(es), "
+        f"{outcome.reused} reused; report: {outcome.report.get('report', study.out_dir)}"
+    )
+    if outcome.failures:
+        click.echo(f"invkit: {len(outcome.failures)} pass(es) failed:", err=True)
+        for failure in outcome.failures:
+            click.echo(f"  {failure['model']} × {failure['dataset']}: {failure['error']}", err=True)
+        raise SystemExit(1)
+
+
+@cli.command("report")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+def report_command(directory: str) -> None:
+    """Re-run the analyses and re-write the report of a study's output DIRECTORY, from its
+    results store alone (no model is run)."""
+    from invkit.report import rerender
+
+    paths = rerender(directory)
+    click.echo(f"invkit: report written to {paths['report']}")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

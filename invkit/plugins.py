@@ -39,6 +39,8 @@ ENTRY_POINT_GROUP = "invkit"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "invkit.builtins.transforms",
     "invkit.builtins.measures",
+    "invkit.builtins.models",
+    "invkit.builtins.datasets",
     "invkit.builtins.analyses",
     "invkit.builtins.executors",
 )

@@ -48,12 +48,20 @@ def plugin_site(tmp_path_factory) -> Path:
     packages = sorted(str(p) for p in FAKE_PLUGINS.iterdir() if (p / "pyproject.toml").exists())
     subprocess.run(
         [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-            "--no-build-isolation", "--target", str(target), *packages,
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            *packages,
         ],
         check=True,
         capture_output=True,
-    )  # fmt: skip
+    )
     return target
 
 

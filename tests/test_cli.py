@@ -41,11 +41,21 @@ def test_jigsaw_is_installed_and_listed():
     assert "grid: int = 2" in transforms
 
 
-def test_errors_are_one_line_without_traceback():
-    result = run_cli("study", check=False)
+def test_errors_are_one_line_without_traceback(tmp_path):
+    result = run_cli("study", str(tmp_path / "missing.toml"), check=False)
     assert result.returncode == 1
-    assert result.stderr.startswith("invkit: error: `invkit study` is not implemented")
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("invkit: error: config file ")
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'models = ["timm:x"]\ndatasets = ["digits"]\ntransforms = ["rotaton"]\nmeasures = ["ei"]\n'
+    )
+    result = run_cli("study", str(bad), "--out", str(tmp_path / "out"), check=False)
+    assert result.returncode == 1
+    assert (
+        "transforms['rotaton']: unknown transform 'rotaton': did you mean 'rotation'?"
+        in result.stderr
+    )
 
 
 def test_install_and_uninstall_run_pip_in_invkits_environment(tmp_path):

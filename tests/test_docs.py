@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,13 @@ def test_python_examples_in_the_docs_run(path, capsys):
     namespace: dict = {"__name__": f"doc_example_{path.stem}"}
     for block in python_blocks(path):
         exec(compile(block, str(path), "exec"), namespace)
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.name)
+def test_toml_examples_in_the_docs_are_valid_configs(path):
+    from invkit.config import parse_config
+
+    for block in re.findall(r"```toml\n(.*?)```", path.read_text(), flags=re.DOTALL):
+        data = tomllib.loads(block)
+        if "models" in data:  # a whole study config, not a pyproject fragment
+            parse_config(data)

@@ -1,0 +1,251 @@
+"""Built-in model loaders: ``timm:``, ``torchvision:``, ``torchscript:`` and ``python:`` specs.
+
+Each returns an ``invkit.LoadedModel``: the module (normalized images → logits) and its
+``Preprocessing``. ``docs/models.md`` documents every option.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invkit.checkpoints import existing_file, load_into
+from invkit.components import LoadedModel, Preprocessing
+from invkit.errors import InvkitError
+from invkit.plugins import hookimpl
+
+
+def imagenet_class_names(num_classes: int | None) -> list[str] | None:
+    """The ImageNet-1k WordNet ids (``n01440764``, …) in model index order, from timm's lists."""
+    if num_classes != 1000:
+        return None
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo("imagenet-1k").label_names())
+
+
+def _resolve_path(rest: str, base_dir: Path) -> str:
+    path = Path(rest).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def timm_model(
+    rest: str,
+    pretrained: bool = True,
+    weights: Path | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+) -> LoadedModel:
+    """A timm model: ``timm:resnet50``; weights from the hub, or from a local file with ``weights``.
+
+    ``weights`` goes through timm's ``pretrained_cfg_overlay=dict(file=...)``, so the model
+    keeps its pretrained configuration (input size, mean, std, crop); the preprocessing is
+    timm's resolved data config.
+    """
+    import timm
+    from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_model_data_config
+
+    if not rest:
+        raise InvkitError("timm model spec needs a model name, e.g. timm:resnet18")
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    if weights is not None:
+        overlay: dict[str, Any] = {"file": str(existing_file(weights, "weights file"))}
+        if num_classes is not None:  # the file's classifier has num_classes outputs: keep it
+            overlay["num_classes"] = num_classes
+        kwargs["pretrained_cfg_overlay"] = overlay
+        pretrained = True
+    try:
+        model = timm.create_model(rest, pretrained=pretrained, **kwargs)
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            close = difflib.get_close_matches(rest.split(".")[0], timm.list_models(), n=5)
+            raise InvkitError(
+                f"timm has no model {rest!r}" + (f"; similar: {', '.join(close)}" if close else "")
+            ) from None
+        raise
+    except OSError as error:  # no network, or no such weights on the hub
+        raise InvkitError(
+            f"could not fetch pretrained weights for timm:{rest} ({error}); pass a local file "
+            'with weights = "path/to/weights.safetensors", or pretrained = false'
+        ) from None
+    config = resolve_model_data_config(model)
+    subset = infer_imagenet_subset(model)
+    class_names = None
+    if subset and not num_classes:
+        class_names = list(ImageNetInfo(subset).label_names())
+    elif model.num_classes == 1000:
+        class_names = imagenet_class_names(1000)
+    preprocessing = Preprocessing(
+        input_size=tuple(config["input_size"]),
+        interpolation=config.get("interpolation", "bilinear"),
+        crop_pct=float(config.get("crop_pct", 0.875)),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        num_classes=model.num_classes,
+        class_names=class_names if class_names and len(class_names) == model.num_classes else None,
+    )
+    return LoadedModel(model, preprocessing, f"timm:{rest}")
+
+
+timm_model.name = "timm"  # type: ignore[attr-defined]
+
+
+def torchvision_model(
+    rest: str,
+    weights: str | None = "DEFAULT",
+    weights_file: Path | None = None,
+    num_classes: int | None = None,
+) -> LoadedModel:
+    """A torchvision model: ``torchvision:resnet18``; weights by enum name or from a local file.
+
+    ``weights`` names torchvision weights (``DEFAULT``, ``IMAGENET1K_V1``; downloaded when
+    online) and sets the preprocessing; with ``weights_file`` the architecture is built empty
+    and that file's state dict loaded, while ``weights`` still supplies the preprocessing.
+    """
+    import torchvision
+
+    try:
+        weights_enum = torchvision.models.get_model_weights(rest)
+    except (ValueError, KeyError):
+        known = torchvision.models.list_models()
+        close = difflib.get_close_matches(rest, known, n=3)
+        raise InvkitError(
+            f"torchvision has no model {rest!r}"
+            + (f"; did you mean {', '.join(close)}?" if close else "")
+        ) from None
+    chosen = None
+    if weights is not None:
+        try:
+            chosen = weights_enum[weights] if weights != "DEFAULT" else weights_enum.DEFAULT
+        except KeyError:
+            names = ", ".join(w.name for w in weights_enum)
+            raise InvkitError(
+                f"torchvision {rest} has no weights {weights!r}; known: DEFAULT, {names}"
+            ) from None
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    if weights_file is not None:
+        model = torchvision.models.get_model(rest, weights=None, **kwargs)
+        load_into(model, weights_file)
+    else:
+        try:
+            model = torchvision.models.get_model(rest, weights=chosen, **kwargs)
+        except (OSError, RuntimeError) as error:
+            raise InvkitError(
+                f"could not fetch torchvision weights {weights} for {rest} ({error}); pass "
+                'weights_file = "path/to/state_dict.pt", or weights = "" for random init'
+            ) from None
+    preprocessing = Preprocessing()
+    if chosen is not None:
+        transform = chosen.transforms()
+        crop, resize = transform.crop_size[0], transform.resize_size[0]
+        categories = chosen.meta.get("categories") or []
+        out_features = num_classes or len(categories) or None
+        preprocessing = Preprocessing(
+            input_size=(3, crop, crop),
+            interpolation=transform.interpolation.value,
+            crop_pct=crop / resize,
+            mean=tuple(transform.mean),
+            std=tuple(transform.std),
+            num_classes=out_features,
+            class_names=imagenet_class_names(out_features),
+        )
+    return LoadedModel(model, preprocessing, f"torchvision:{rest}")
+
+
+torchvision_model.name = "torchvision"  # type: ignore[attr-defined]
+
+
+def torchscript_model(rest: str, num_classes: int | None = None) -> LoadedModel:
+    """A TorchScript file: ``torchscript:model.pt`` (preprocessing from the config)."""
+    path = existing_file(rest, "TorchScript file")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as error:
+        raise InvkitError(
+            f"{str(path)!r} is not a TorchScript file: {str(error).splitlines()[0]}"
+        ) from None
+    return LoadedModel(module, Preprocessing(num_classes=num_classes), f"torchscript:{path}")
+
+
+torchscript_model.name = "torchscript"  # type: ignore[attr-defined]
+torchscript_model.resolve_spec = _resolve_path  # type: ignore[attr-defined]
+
+
+def _import_factory(rest: str) -> Any:
+    module_name, sep, factory_name = rest.rpartition(":")
+    if not sep or not module_name or not factory_name:
+        raise InvkitError(
+            f"python model spec {rest!r} must be MODULE:FACTORY, e.g. python:mypackage.models:build"
+            " or python:models.py:build"
+        )
+    if module_name.endswith(".py"):
+        path = existing_file(module_name, "model file")
+        spec = importlib.util.spec_from_file_location(f"invkit_user_model_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            raise InvkitError(
+                f"cannot import module {module_name!r} for python:{rest} ({error}); install it, "
+                "add its folder to PYTHONPATH, or give a file: python:path/to/models.py:FACTORY"
+            ) from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise InvkitError(f"module {module_name!r} has no callable {factory_name!r}")
+    return factory
+
+
+def _resolve_python_spec(rest: str, base_dir: Path) -> str:
+    module_name, sep, factory_name = rest.rpartition(":")
+    if sep and module_name.endswith(".py"):
+        return f"{_resolve_path(module_name, base_dir)}:{factory_name}"
+    return rest
+
+
+def python_model(
+    rest: str,
+    checkpoint: Path | None = None,
+    kwargs: dict | None = None,
+    num_classes: int | None = None,
+) -> LoadedModel:
+    """Your own architecture: ``python:MODULE:FACTORY`` (or ``python:file.py:FACTORY``).
+
+    ``FACTORY(**kwargs)`` returns a ``torch.nn.Module`` (or an ``invkit.LoadedModel`` to set its
+    own preprocessing); ``checkpoint`` (safetensors, or tensors saved with ``torch.save``) is
+    loaded into it. Only the named module is imported.
+    """
+    factory = _import_factory(rest)
+    built = factory(**(kwargs or {}))
+    if isinstance(built, LoadedModel):
+        loaded = built
+    elif isinstance(built, torch.nn.Module):
+        loaded = LoadedModel(built, Preprocessing(num_classes=num_classes), f"python:{rest}")
+    else:
+        raise InvkitError(f"python:{rest} returned {type(built).__name__}, not a torch.nn.Module")
+    if checkpoint is not None:
+        load_into(loaded.module, checkpoint)
+    return loaded
+
+
+python_model.name = "python"  # type: ignore[attr-defined]
+python_model.resolve_spec = _resolve_python_spec  # type: ignore[attr-defined]
+
+
+@hookimpl
+def register_models(register):
+    register(timm_model)
+    register(torchvision_model)
+    register(torchscript_model)
+    register(python_model)

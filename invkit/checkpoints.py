@@ -1,0 +1,103 @@
+"""Loading weights files safely, and fingerprinting them.
+
+Checkpoints load as safetensors or with ``torch.load(weights_only=True)``: a pickle that needs
+to run code to load is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invkit.errors import InvkitError
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, cached per (path, size, mtime) for this process."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise InvkitError(f"{what} {str(path)!r} does not exist (resolved to {resolved})")
+    return resolved
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file or a ``torch.save`` file of tensors.
+
+    A checkpoint that wraps the state dict (``{"state_dict": ...}``, ``{"model": ...}``) is
+    unwrapped. Pickles that would execute code are refused with an explanation.
+    """
+    path = existing_file(path, "checkpoint")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        loaded: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refusals are UnpicklingError, others vary
+        raise InvkitError(
+            f"cannot load checkpoint {str(path)!r} safely: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}. invkit loads only tensors "
+            "(torch.load(weights_only=True)) because a pickle can run arbitrary code when "
+            "loaded; re-save the weights with torch.save(model.state_dict(), ...) or as "
+            ".safetensors"
+        ) from None
+    if isinstance(loaded, dict):
+        for key in STATE_DICT_KEYS:
+            if key in loaded and isinstance(loaded[key], dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise InvkitError(
+            f"checkpoint {str(path)!r} holds no state dict (a mapping of names to tensors)"
+        )
+    return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+def load_into(module: torch.nn.Module, path: str | Path) -> None:
+    """Load a checkpoint into a module, with a summary of mismatched keys on failure."""
+    state = load_state_dict(path)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        details = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
+        raise InvkitError(
+            f"checkpoint {str(path)!r} does not match the architecture: {details} — check that "
+            "the checkpoint belongs to this model and its options (num_classes)"
+        ) from None
+    problems = []
+    if result.missing_keys:
+        problems.append(
+            f"{len(result.missing_keys)} missing (e.g. {', '.join(result.missing_keys[:3])})"
+        )
+    if result.unexpected_keys:
+        problems.append(
+            f"{len(result.unexpected_keys)} unexpected "
+            f"(e.g. {', '.join(result.unexpected_keys[:3])})"
+        )
+    if problems:
+        raise InvkitError(
+            f"checkpoint {str(path)!r} does not match the architecture: keys "
+            + "; ".join(problems)
+            + " — check that the checkpoint belongs to this model and its options (num_classes)"
+        )

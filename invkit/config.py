@@ -1,0 +1,277 @@
+"""Study configuration: a TOML file read into plain dataclasses, with errors that name the key.
+
+``docs/config.md`` documents every key. Nothing in a config is evaluated: strings stay strings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from invkit.errors import InvkitError
+
+PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "mean", "std")
+CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast")
+
+
+class ConfigError(InvkitError):
+    """A study configuration that cannot be used as written."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    spec: str
+    params: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    spec: str
+    params: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    seed: int = 0
+    class_map: str | None = None
+    class_subset: str | None = None
+    corruption: str | None = None
+    severity: int = 1
+
+
+@dataclass(frozen=True)
+class ComponentEntry:
+    """A transform, measure or analysis: a label, the component's name, its parameters."""
+
+    name: str
+    component: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: str = "invkit-results"
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = 0
+    amp: bool = False
+    per_sample: bool = False
+    bootstrap: int = 0
+    seed: int = 0
+    executor: str = "local"
+    max_views_per_forward: int = 0  # 0: all views of a batch in one forward pass
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    models: tuple[ModelEntry, ...]
+    datasets: tuple[DatasetEntry, ...]
+    transforms: tuple[ComponentEntry, ...]
+    measures: tuple[ComponentEntry, ...]
+    analyses: tuple[ComponentEntry, ...]
+    run: RunOptions
+    base_dir: Path = Path(".")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, stored with the results so ``invkit report`` can re-render."""
+
+        def entries(items: tuple[Any, ...]) -> list[dict[str, Any]]:
+            return [dict(vars(item)) for item in items]
+
+        return {
+            "models": entries(self.models),
+            "datasets": entries(self.datasets),
+            "transforms": entries(self.transforms),
+            "measures": entries(self.measures),
+            "analyses": entries(self.analyses),
+            "run": dict(vars(self.run)),
+            "base_dir": str(self.base_dir),
+        }
+
+
+TOP_LEVEL = ("models", "datasets", "transforms", "measures", "analyses", "run")
+
+
+def _unknown(where: str, key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ConfigError(f"{where}: unknown key {key!r}; {hint}known keys: {', '.join(known)}")
+
+
+def _check_keys(where: str, table: Mapping[str, Any], known: list[str]) -> None:
+    for key in table:
+        if key not in known:
+            raise _unknown(where, key, known)
+
+
+def _expect(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{where} must be {what}; got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where} must be {what}; got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _table_list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if isinstance(value, Mapping):
+        raise ConfigError(f"'{key}' must be a list: write [[{key}]] (double brackets) per entry")
+    return _expect(f"'{key}'", value, list, "a list")
+
+
+def _model(i: int, raw: Any) -> ModelEntry:
+    where = f"models[{i}]"
+    if isinstance(raw, str):
+        return ModelEntry(name=raw, spec=raw)
+    _expect(where, raw, Mapping, 'a table such as { spec = "timm:resnet18" } or a spec string')
+    _check_keys(where, raw, ["name", "spec", "params", "preprocessing"])
+    if "spec" not in raw:
+        raise ConfigError(f'{where} needs a spec, e.g. spec = "timm:resnet18"')
+    spec = _expect(f"{where}.spec", raw["spec"], str, "a string such as 'timm:resnet18'")
+    preprocessing = dict(
+        _expect(f"{where}.preprocessing", raw.get("preprocessing", {}), Mapping, "a table")
+    )
+    _check_keys(f"{where}.preprocessing", preprocessing, list(PREPROCESSING_KEYS))
+    return ModelEntry(
+        name=_expect(f"{where}.name", raw.get("name", spec), str, "a string"),
+        spec=spec,
+        params=dict(_expect(f"{where}.params", raw.get("params", {}), Mapping, "a table")),
+        preprocessing=preprocessing,
+    )
+
+
+def _dataset(i: int, raw: Any) -> DatasetEntry:
+    where = f"datasets[{i}]"
+    if isinstance(raw, str):
+        return DatasetEntry(name=raw, spec=raw)
+    _expect(where, raw, Mapping, 'a table such as { spec = "imagefolder:/data/val" }')
+    known = [f.name for f in fields(DatasetEntry)]
+    _check_keys(where, raw, known)
+    if "spec" not in raw:
+        raise ConfigError(f'{where} needs a spec, e.g. spec = "imagefolder:/data/val"')
+    spec = _expect(f"{where}.spec", raw["spec"], str, "a string")
+    limit = raw.get("limit")
+    if limit is not None and (_expect(f"{where}.limit", limit, int, "a positive integer") < 1):
+        raise ConfigError(f"{where}.limit must be a positive integer; got {limit}")
+    corruption = raw.get("corruption")
+    if corruption is not None and corruption not in CORRUPTIONS:
+        raise ConfigError(
+            f"{where}.corruption {corruption!r} is not one of {', '.join(CORRUPTIONS)}"
+        )
+    severity = _expect(f"{where}.severity", raw.get("severity", 1), int, "an integer 1 to 5")
+    if not 1 <= severity <= 5:
+        raise ConfigError(f"{where}.severity must be 1 to 5; got {severity}")
+    return DatasetEntry(
+        name=_expect(f"{where}.name", raw.get("name", spec), str, "a string"),
+        spec=spec,
+        params=dict(_expect(f"{where}.params", raw.get("params", {}), Mapping, "a table")),
+        limit=limit,
+        seed=_expect(f"{where}.seed", raw.get("seed", 0), int, "an integer"),
+        class_map=_optional_str(f"{where}.class_map", raw.get("class_map")),
+        class_subset=_optional_str(f"{where}.class_subset", raw.get("class_subset")),
+        corruption=corruption,
+        severity=severity,
+    )
+
+
+def _optional_str(where: str, value: Any) -> str | None:
+    return None if value is None else _expect(where, value, str, "a string")
+
+
+def _component(section: str, i: int, raw: Any) -> ComponentEntry:
+    where = f"{section}[{i}]"
+    if isinstance(raw, str):
+        return ComponentEntry(name=raw, component=raw)
+    _expect(where, raw, Mapping, 'a name or a table such as { name = "...", params = {} }')
+    _check_keys(where, raw, ["name", "component", "params"])
+    if "name" not in raw and "component" not in raw:
+        raise ConfigError(f"{where} needs a name (the component's, or a label plus component)")
+    component = _expect(
+        f"{where}.component", raw.get("component", raw.get("name")), str, "a string"
+    )
+    return ComponentEntry(
+        name=_expect(f"{where}.name", raw.get("name", component), str, "a string"),
+        component=component,
+        params=dict(_expect(f"{where}.params", raw.get("params", {}), Mapping, "a table")),
+    )
+
+
+def _run(raw: Any) -> RunOptions:
+    _expect("'run'", raw, Mapping, "a table: [run]")
+    known = [f.name for f in fields(RunOptions)]
+    _check_keys("run", raw, known)
+    defaults = RunOptions()
+    values = {}
+    for f in fields(RunOptions):
+        if f.name in raw:
+            default = getattr(defaults, f.name)
+            values[f.name] = _expect(
+                f"run.{f.name}", raw[f.name], type(default), f"a {type(default).__name__}"
+            )
+    options = RunOptions(**values)
+    if options.batch_size < 1:
+        raise ConfigError(f"run.batch_size must be at least 1; got {options.batch_size}")
+    if options.workers < 0 or options.bootstrap < 0 or options.max_views_per_forward < 0:
+        raise ConfigError("run.workers, run.bootstrap and run.max_views_per_forward must be >= 0")
+    return options
+
+
+def _unique(section: str, entries: list[Any]) -> None:
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.name in seen:
+            raise ConfigError(
+                f'two {section} are named {entry.name!r}; give each a distinct name = "..."'
+            )
+        seen.add(entry.name)
+
+
+def parse_config(data: Mapping[str, Any], base_dir: Path = Path(".")) -> StudyConfig:
+    """Check a config's structure and types; component names are checked by the study."""
+    _check_keys("config", data, list(TOP_LEVEL))
+    models = [_model(i, raw) for i, raw in enumerate(_table_list(data, "models"))]
+    datasets = [_dataset(i, raw) for i, raw in enumerate(_table_list(data, "datasets"))]
+    transforms = [
+        _component("transforms", i, r) for i, r in enumerate(_table_list(data, "transforms"))
+    ]
+    measures = [_component("measures", i, r) for i, r in enumerate(_table_list(data, "measures"))]
+    analyses = [_component("analyses", i, r) for i, r in enumerate(_table_list(data, "analyses"))]
+    for section, entries in [
+        ("models", models),
+        ("datasets", datasets),
+        ("transforms", transforms),
+        ("measures", measures),
+    ]:
+        if not entries:
+            raise ConfigError(
+                f"the config lists no {section}; add at least one (see docs/config.md)"
+            )
+        _unique(section, entries)
+    _unique("analyses", analyses)
+    return StudyConfig(
+        models=tuple(models),
+        datasets=tuple(datasets),
+        transforms=tuple(transforms),
+        measures=tuple(measures),
+        analyses=tuple(analyses),
+        run=_run(data.get("run", {})),
+        base_dir=base_dir,
+    )
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and check a TOML study config; relative paths in it are relative to its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text: {error}") from None
+    return parse_config(data, base_dir=path.resolve().parent)

@@ -1,0 +1,132 @@
+"""From a dataset to batches a model can take: RGB float pixels at the model's input size.
+
+Reading, decoding, resizing and cropping happen here, in data-loader workers; transforms,
+normalization and the forward pass happen on the device (``invkit.engine``). Corruptions
+(for dataset-centric studies) are applied here too, seeded per image.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from invkit.classes import LabelPlan
+from invkit.components import Preprocessing
+from invkit.errors import InvkitError
+
+NOISE_SIGMA = (0.04, 0.06, 0.08, 0.09, 0.10)  # CIFAR-10-C gaussian_noise
+BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)  # CIFAR-10-C gaussian_blur, for 32-pixel images
+CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)  # CIFAR-10-C contrast
+
+
+def to_rgb_tensor(image: Any, where: str) -> torch.Tensor:
+    """A PIL image or tensor → float ``(3, H, W)`` in [0, 1]; gray and RGBA become RGB."""
+    if isinstance(image, torch.Tensor):
+        tensor = image if image.is_floating_point() else image.float() / 255.0
+    else:
+        from torchvision.transforms.functional import pil_to_tensor
+
+        if getattr(image, "mode", "RGB") != "RGB":
+            image = image.convert("RGB")
+        tensor = pil_to_tensor(image).float() / 255.0
+    if tensor.ndim == 2:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim != 3:
+        raise InvkitError(f"{where}: an image must be (C, H, W); got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
+    elif tensor.shape[0] == 4:
+        tensor = tensor[:3]
+    elif tensor.shape[0] != 3:
+        raise InvkitError(f"{where}: an image must have 1, 3 or 4 channels; got {tensor.shape[0]}")
+    return tensor
+
+
+def resize_and_crop(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """timm's evaluation recipe: shorter side to size / crop_pct, then a centre crop."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    _, height, width = preprocessing.input_size
+    if image.shape[-2:] == (height, width) and preprocessing.crop_pct >= 1.0:
+        return image
+    scale = math.floor(min(height, width) / preprocessing.crop_pct)
+    mode = InterpolationMode(preprocessing.interpolation)
+    resized = F.resize(image, [scale], interpolation=mode, antialias=True)
+    return F.center_crop(resized, [height, width]).clamp(0, 1)
+
+
+def corrupt(image: torch.Tensor, corruption: str, severity: int, seed: int) -> torch.Tensor:
+    """A synthetic distribution shift at severity 1–5 (the CIFAR-10-C recipes)."""
+    level = severity - 1
+    if corruption == "gaussian_noise":
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(image.shape, generator=generator) * NOISE_SIGMA[level]
+        return (image + noise).clamp(0, 1)
+    if corruption == "gaussian_blur":
+        from torchvision.transforms.v2 import functional as F
+
+        sigma = BLUR_SIGMA[level] * image.shape[-1] / 32
+        kernel = 2 * math.ceil(3 * sigma) + 1
+        return F.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+    if corruption == "contrast":
+        mean = image.mean(dim=(-3, -2, -1), keepdim=True)
+        return ((image - mean) * CONTRAST[level] + mean).clamp(0, 1)
+    raise InvkitError(f"unknown corruption {corruption!r}")
+
+
+class PreparedDataset(Dataset):
+    """A dataset's items as ``(pixels (3, H, W), target, index)`` ready for one model."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        preprocessing: Preprocessing,
+        plan: LabelPlan,
+        indices: list[int] | None = None,
+        corruption: str | None = None,
+        severity: int = 1,
+        seed: int = 0,
+    ):
+        self.dataset = dataset
+        self.preprocessing = preprocessing
+        self.plan = plan
+        self.indices = indices if indices is not None else list(range(len(dataset)))  # type: ignore[arg-type]
+        self.corruption = corruption
+        self.severity = severity
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+        index = self.indices[position]
+        image, label = self.dataset[index]
+        where = getattr(self.dataset, "describe", lambda i: f"image {i}")(index)
+        pixels = resize_and_crop(to_rgb_tensor(image, where), self.preprocessing)
+        if self.corruption:
+            pixels = corrupt(pixels, self.corruption, self.severity, self.seed * 1_000_003 + index)
+        return pixels, self.plan.target(int(label)), index
+
+
+def subset_indices(size: int, limit: int | None, seed: int) -> list[int] | None:
+    """A seeded random subset of ``limit`` indices (in order), or ``None`` for all."""
+    if limit is None or limit >= size:
+        return None
+    chosen = np.random.default_rng(seed).choice(size, size=limit, replace=False)
+    return sorted(int(i) for i in chosen)
+
+
+def make_loader(dataset: PreparedDataset, batch_size: int, workers: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=False,
+    )

@@ -1,0 +1,186 @@
+"""The evaluation loop: one model over one dataset, every transform's views, every measure.
+
+Per batch: pixels to the device → each transform makes its views there → the model's
+normalization → one forward pass over the originals and all views together (chunked when
+asked) → logits restricted to a class subset → float64 softmax → each measure's per-sample
+values. Only per-sample scalars are kept, never the dataset's outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from invkit.aggregate import per_sample
+from invkit.components import LoadedModel
+from invkit.errors import InvkitError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → the first CUDA GPU when there is one, else the CPU; ``cuda:N``; ``cpu``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InvkitError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvkitError(
+            f"device {name!r} asked for, but torch sees no CUDA GPU; use --device cpu"
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise InvkitError(
+            f"device {name!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s)"
+        )
+    return device
+
+
+@dataclass
+class ViewRecord:
+    """Per-sample predictions on one view (or the original), kept with ``--per-sample``."""
+
+    prediction: list[torch.Tensor] = field(default_factory=list)
+    confidence: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """What one model × dataset pass produced: per-sample measure values and accuracy."""
+
+    values: dict[tuple[str, str], torch.Tensor]  # (transform, measure) → (N,) float64
+    indices: torch.Tensor  # (N,) dataset indices, in order
+    targets: torch.Tensor  # (N,) target class, -1 when unlabeled
+    correct: torch.Tensor  # (N,) bool, original prediction == target
+    views: dict[str, ViewRecord]
+    images: int
+    forward_images: int
+    seconds: float
+
+    @property
+    def labeled(self) -> int:
+        return int((self.targets >= 0).sum())
+
+    @property
+    def accuracy(self) -> float | None:
+        labeled = self.targets >= 0
+        return float(self.correct[labeled].double().mean()) if labeled.any() else None
+
+
+def _forward(module: Any, pixels: torch.Tensor, chunk: int, amp: bool) -> torch.Tensor:
+    outputs = []
+    for start in range(0, pixels.shape[0], chunk):
+        with torch.autocast(device_type=pixels.device.type, dtype=torch.bfloat16, enabled=amp):
+            outputs.append(module(pixels[start : start + chunk]).float())
+    return torch.cat(outputs)
+
+
+def evaluate(
+    model: LoadedModel,
+    loader: DataLoader,
+    transforms: Mapping[str, Any],
+    cells: Mapping[str, Sequence[tuple[str, Any]]],
+    device: torch.device,
+    logit_index: Sequence[int] | None = None,
+    amp: bool = False,
+    max_views_per_forward: int = 0,
+    keep_views: bool = False,
+    label: str = "",
+    progress: bool = True,
+) -> Evaluation:
+    """Run ``model`` over ``loader``; ``cells`` maps a transform name to its (measure name,
+    measure) pairs. Raises ``InvkitError`` naming the batch on NaN or infinite outputs."""
+    from tqdm.auto import tqdm
+
+    module = model.module.to(device).eval()
+    prep = model.preprocessing
+    mean = torch.tensor(prep.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(prep.std, device=device).view(1, -1, 1, 1)
+    columns = torch.tensor(logit_index, device=device) if logit_index is not None else None
+    use_amp = amp and device.type == "cuda"
+    values: dict[tuple[str, str], list[torch.Tensor]] = {
+        (t, m): [] for t, measures in cells.items() for m, _ in measures
+    }
+    view_names = ["original"] + [
+        f"{t}/{i}" for t in cells for i in range(getattr(transforms[t], "num_views", 1))
+    ]
+    records = {name: ViewRecord() for name in view_names} if keep_views else {}
+    indices, targets, correct = [], [], []
+    forward_images = 0
+    started = time.perf_counter()
+    bar = tqdm(
+        total=len(loader.dataset),  # type: ignore[arg-type]
+        desc=label,
+        unit="img",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    with torch.inference_mode(), bar:
+        for batch_number, (pixels, target, index) in enumerate(loader):
+            pixels = pixels.to(device, non_blocking=True)
+            size = pixels.shape[0]
+            views = {t: transforms[t](pixels) for t in cells}
+            stacked = torch.cat([pixels, *(v for vs in views.values() for v in vs)])
+            chunk = size * max_views_per_forward if max_views_per_forward else stacked.shape[0]
+            logits = _forward(module, (stacked - mean) / std, chunk, use_amp)
+            forward_images += stacked.shape[0]
+            if not torch.isfinite(logits).all():
+                raise InvkitError(
+                    f"{label}: the model produced NaN or infinite outputs in batch {batch_number} "
+                    f"(images {int(index[0])}–{int(index[-1])}); check the weights and inputs"
+                    + (", or run without --amp" if use_amp else "")
+                )
+            if columns is not None:
+                if logits.shape[1] <= int(columns.max()):
+                    raise InvkitError(
+                        f"{label}: the class subset needs output {int(columns.max())}, but the "
+                        f"model has {logits.shape[1]} outputs"
+                    )
+                logits = logits[:, columns]
+            probs = logits.double().softmax(dim=1).split(size)
+            original, view_probs = probs[0], probs[1:]
+            target = target.to(device)
+            if int(target.max()) >= probs[0].shape[1]:
+                raise InvkitError(
+                    f"{label}: label {int(target.max())} is outside the model's "
+                    f"{probs[0].shape[1]} outputs; the model's classes do not match the dataset's"
+                )
+            prediction = original.argmax(dim=1)
+            indices.append(index)
+            targets.append(target.cpu())
+            correct.append((prediction == target).cpu())
+            offset = 0
+            for t, measures in cells.items():
+                count = len(views[t])
+                these = view_probs[offset : offset + count]
+                offset += count
+                labels = target if bool((target >= 0).all()) else None
+                for m, measure in measures:
+                    values[(t, m)].append(per_sample(measure, original, these, labels).cpu())
+            if keep_views:
+                for name, p in zip(view_names, probs, strict=True):
+                    conf, pred = p.max(dim=1)
+                    records[name].prediction.append(pred.cpu())
+                    records[name].confidence.append(conf.float().cpu())
+            bar.update(size)
+    if not indices:
+        raise InvkitError(f"{label}: the dataset is empty")
+    return Evaluation(
+        values={key: torch.cat(chunks) for key, chunks in values.items()},
+        indices=torch.cat(indices),
+        targets=torch.cat(targets),
+        correct=torch.cat(correct),
+        views=records,
+        images=sum(len(i) for i in indices),
+        forward_images=forward_images,
+        seconds=time.perf_counter() - started,
+    )

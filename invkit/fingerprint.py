@@ -1,0 +1,36 @@
+"""Fingerprints: digests of everything that determines a cell's value.
+
+A cell is recomputed exactly when its fingerprint changes: the model spec, its parameters and
+the bytes of its weights file; the dataset spec, options and the listing of its files; the
+transform's and measure's parameters; the versions of invkit and of the plugins involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from invkit.checkpoints import file_sha256
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of a JSON rendering with sorted keys (tuples and lists read the same)."""
+    text = json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def path_digest(path: str | Path) -> str | None:
+    """A file's content hash, a folder's listing hash (names, sizes, times), else ``None``."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    if path.is_dir():
+        entries = []
+        for item in sorted(path.rglob("*")):
+            if item.is_file():
+                stat = item.stat()
+                entries.append((str(item.relative_to(path)), stat.st_size, stat.st_mtime_ns))
+        return digest(entries)
+    return None

@@ -1,0 +1,414 @@
+"""A study: every model × dataset × transform × measure, stored cell by cell, then analysed.
+
+The study checks everything it can before the first forward pass (component names and
+parameters, paths, the output directory), skips cells already in the store with the same
+fingerprint, runs one pass per model × dataset for the cells it lacks, and writes the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invkit import __version__
+from invkit.aggregate import summarize
+from invkit.api import (
+    get_analysis,
+    get_component,
+    get_executor,
+    get_measure,
+    get_transform,
+    split_spec,
+)
+from invkit.classes import plan_labels
+from invkit.components import LoadedModel
+from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
+from invkit.data import PreparedDataset, make_loader, subset_indices
+from invkit.engine import evaluate, resolve_device
+from invkit.errors import InvkitError
+from invkit.fingerprint import digest, path_digest
+from invkit.plugins import get_host
+from invkit.store import STORE_NAME, Cell, Store
+
+OUTPUT_FILES = ("results.csv", "correlations.csv", "predictions.csv", "analyses.json", "report.md")
+
+
+@dataclass
+class Prepared:
+    """A model or dataset entry with its paths resolved and its fingerprint."""
+
+    entry: Any
+    scheme: str
+    rest: str
+    params: dict[str, Any]
+    fingerprint: str
+
+
+@dataclass
+class StudyOutcome:
+    out_dir: Path
+    computed: int = 0
+    reused: int = 0
+    passes: int = 0
+    forward_images: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+def _resolve(value: str, base_dir: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def _context(where: str, error: InvkitError) -> ConfigError:
+    return ConfigError(f"{where}: {error}")
+
+
+class Study:
+    """Runs one study configuration into one output directory."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        out_dir: str | Path | None = None,
+        fresh: bool = False,
+        progress: bool = True,
+        echo: Callable[[str], None] = print,
+    ):
+        self.config = config
+        self.run_options = config.run
+        base = config.base_dir
+        self.out_dir = Path(out_dir).resolve() if out_dir else Path(_resolve(config.run.out, base))
+        self.fresh = fresh
+        self.progress = progress
+        self.echo = echo
+        self.device = resolve_device(config.run.device)
+        self.transforms = self._build("transforms", config.transforms, get_transform)
+        self.measures = self._build("measures", config.measures, get_measure)
+        self.analyses = self._build("analyses", config.analyses, get_analysis)
+        self.executor = get_executor(config.run.executor)
+        self.models = [self._prepare("model", m) for m in config.models]
+        self.datasets = [self._prepare("dataset", d) for d in config.datasets]
+        self._loaded: tuple[str, LoadedModel] | None = None
+        self._dataset_cache: dict[str, Any] = {}
+
+    # -- checking and fingerprinting, before any work ---------------------------------------
+
+    def _build(
+        self, section: str, entries: tuple[ComponentEntry, ...], get: Callable[..., Any]
+    ) -> dict[str, Any]:
+        built = {}
+        for entry in entries:
+            try:
+                built[entry.name] = get(entry.component, **entry.params)
+            except InvkitError as error:
+                raise _context(f"{section}[{entry.name!r}]", error) from None
+        return built
+
+    def _component_version(self, kind: str, name: str) -> str:
+        component = get_component(kind, name)
+        info = next(
+            (p for p in get_host().plugins(include_builtins=True) if p.name == component.plugin),
+            None,
+        )
+        return f"{component.plugin}=={info.version if info else '?'}"
+
+    def _prepare(self, kind: str, entry: ModelEntry | DatasetEntry) -> Prepared:
+        where = f"{kind}s[{entry.name!r}]"
+        try:
+            scheme, rest = split_spec(entry.spec)
+            component = get_component(kind, scheme)
+        except InvkitError as error:
+            raise _context(where, error) from None
+        base = self.config.base_dir
+        resolve_spec = getattr(component.factory, "resolve_spec", None)
+        if resolve_spec is not None and rest:
+            rest = resolve_spec(rest, base)
+        params = dict(entry.params)
+        files = {}
+        for param in component.params:
+            if "Path" in param.type and isinstance(params.get(param.name), str):
+                params[param.name] = _resolve(params[param.name], base)
+                files[param.name] = path_digest(params[param.name])
+        try:
+            component._check(params)
+        except InvkitError as error:
+            raise _context(where, error) from None
+        content = {
+            "kind": kind,
+            "spec": f"{scheme}:{rest}",
+            "params": params,
+            "files": files,
+            "spec_path": path_digest(rest) if rest and Path(rest).exists() else None,
+            "loader": self._component_version(kind, scheme),
+        }
+        if isinstance(entry, ModelEntry):
+            content["preprocessing"] = entry.preprocessing
+        else:
+            for name in ("class_map", "class_subset"):
+                value = getattr(entry, name)
+                if value is not None and (name == "class_map" or Path(base, value).is_file()):
+                    value = _resolve(value, base)
+                    entry = dataclasses.replace(entry, **{name: value})
+                    content[f"{name}_file"] = path_digest(value)
+            content.update(
+                limit=entry.limit,
+                seed=entry.seed,
+                class_map=entry.class_map,
+                class_subset=entry.class_subset,
+                corruption=entry.corruption,
+                severity=entry.severity,
+            )
+        return Prepared(entry, scheme, rest, params, digest(content))
+
+    def _cell_fingerprint(
+        self, model: Prepared, dataset: Prepared, transform: str, measure: str
+    ) -> str:
+        entries = {e.name: e for e in self.config.transforms + self.config.measures}
+        return digest(
+            {
+                "invkit": __version__,
+                "model": model.fingerprint,
+                "dataset": dataset.fingerprint,
+                "transform": [
+                    entries[transform].component,
+                    entries[transform].params,
+                    self._component_version("transform", entries[transform].component),
+                ],
+                "measure": [
+                    entries[measure].component,
+                    entries[measure].params,
+                    self._component_version("measure", entries[measure].component),
+                ],
+                "amp": self.run_options.amp and self.device.type == "cuda",
+                "bootstrap": [self.run_options.bootstrap, self.run_options.seed],
+            }
+        )
+
+    def _prepare_output(self) -> Store:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.out_dir / ".invkit-write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise InvkitError(
+                f"cannot write to the output directory {str(self.out_dir)!r} ({error.strerror}); "
+                "choose another with --out"
+            ) from None
+        if self.fresh:
+            for name in (STORE_NAME, STORE_NAME + "-wal", STORE_NAME + "-shm", *OUTPUT_FILES):
+                (self.out_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(self.out_dir / "plots", ignore_errors=True)
+        return Store(self.out_dir / STORE_NAME)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self) -> StudyOutcome:
+        """Compute every missing cell, then write the report; failures are collected."""
+        from invkit.report import write_report
+
+        store = self._prepare_output()
+        outcome = StudyOutcome(self.out_dir)
+        try:
+            store.set_config(self.config.to_dict())
+            store.set_meta("invkit_version", __version__)
+            stored = store.cells()
+            jobs, labels = [], []
+            for model in self.models:
+                for dataset in self.datasets:
+                    missing = {}
+                    for t in self.transforms:
+                        for m in self.measures:
+                            fingerprint = self._cell_fingerprint(model, dataset, t, m)
+                            cell = stored.get((model.entry.name, dataset.entry.name, t, m))
+                            if (
+                                cell is not None
+                                and cell.fingerprint == fingerprint
+                                and (cell.per_sample or not self.run_options.per_sample)
+                            ):
+                                outcome.reused += 1
+                            else:
+                                missing[(t, m)] = fingerprint
+                    if missing:
+                        jobs.append(self._job(store, model, dataset, missing, outcome))
+                        labels.append((model.entry.name, dataset.entry.name))
+            if jobs:
+                self.echo(
+                    f"invkit: {len(jobs)} model × dataset pass(es) to run on {self.device}, "
+                    f"{outcome.reused} cell(s) already in {self.out_dir / STORE_NAME}"
+                )
+            for result in self.executor(jobs):
+                if not result.ok:
+                    model_name, dataset_name = labels[result.index]
+                    message = f"{type(result.error).__name__}: {result.error}"
+                    store.record_failure(model_name, dataset_name, message, result.traceback)
+                    outcome.failures.append(
+                        {"model": model_name, "dataset": dataset_name, "error": message}
+                    )
+                    self.echo(f"invkit: FAILED {model_name} × {dataset_name}: {message}")
+            outcome.report = write_report(self.out_dir, store, self.config.to_dict(), self.analyses)
+        finally:
+            store.close()
+        return outcome
+
+    def _job(
+        self,
+        store: Store,
+        model: Prepared,
+        dataset: Prepared,
+        missing: dict[tuple[str, str], str],
+        outcome: StudyOutcome,
+    ) -> Callable[[], None]:
+        def job() -> None:
+            cells = self._run_pass(model, dataset, missing, store)
+            outcome.computed += cells
+            outcome.passes += 1
+
+        return job
+
+    def _model(self, model: Prepared) -> LoadedModel:
+        if self._loaded is None or self._loaded[0] != model.entry.name:
+            self._loaded = None  # free the previous model first
+            entry: ModelEntry = model.entry
+            try:
+                loaded = get_component("model", model.scheme).create(model.rest, **model.params)
+            except InvkitError as error:
+                raise InvkitError(f"model {entry.name!r}: {error}") from None
+            if entry.preprocessing:
+                override = {
+                    k: tuple(v) if isinstance(v, list) else v
+                    for k, v in entry.preprocessing.items()
+                }
+                loaded.preprocessing = dataclasses.replace(loaded.preprocessing, **override)
+            self._loaded = (entry.name, loaded)
+        return self._loaded[1]
+
+    def _dataset(self, dataset: Prepared) -> Any:
+        name = dataset.entry.name
+        if name not in self._dataset_cache:
+            try:
+                self._dataset_cache[name] = get_component("dataset", dataset.scheme).create(
+                    dataset.rest, **dataset.params
+                )
+            except InvkitError as error:
+                raise InvkitError(f"dataset {name!r}: {error}") from None
+        return self._dataset_cache[name]
+
+    def _run_pass(
+        self, model: Prepared, dataset: Prepared, missing: dict[tuple[str, str], str], store: Store
+    ) -> int:
+        loaded = self._model(model)
+        data = self._dataset(dataset)
+        entry: DatasetEntry = dataset.entry
+        label = f"{model.entry.name} × {entry.name}"
+        plan = plan_labels(
+            getattr(data, "classes", None),
+            loaded.preprocessing,
+            entry.class_map,
+            entry.class_subset,
+            context=label,
+        )
+        prepared = PreparedDataset(
+            data,
+            loaded.preprocessing,
+            plan,
+            subset_indices(len(data), entry.limit, entry.seed),
+            entry.corruption,
+            entry.severity,
+            entry.seed,
+        )
+        if len(prepared) == 0:
+            raise InvkitError(f"dataset {entry.name!r} is empty")
+        run = self.run_options
+        loader = make_loader(prepared, run.batch_size, run.workers, pin=self.device.type == "cuda")
+        cells_by_transform: dict[str, list[tuple[str, Any]]] = {}
+        for t, m in missing:
+            cells_by_transform.setdefault(t, []).append((m, self.measures[m]))
+        evaluation = evaluate(
+            loaded,
+            loader,
+            self.transforms,
+            cells_by_transform,
+            self.device,
+            plan.logit_index,
+            amp=run.amp,
+            max_views_per_forward=run.max_views_per_forward,
+            keep_views=run.per_sample,
+            label=label,
+            progress=self.progress,
+        )
+        cells, samples = [], {}
+        for (t, m), values in evaluation.values.items():
+            summary = summarize(
+                values,
+                bootstrap=run.bootstrap > 0,
+                n_resamples=run.bootstrap or 1000,
+                seed=run.seed,
+            )
+            key = (model.entry.name, entry.name, t, m)
+            cells.append(
+                Cell(
+                    *key,
+                    fingerprint=missing[(t, m)],
+                    value=summary.mean,
+                    low=summary.low,
+                    high=summary.high,
+                    accuracy=evaluation.accuracy,
+                    images=evaluation.images,
+                    labeled=evaluation.labeled,
+                    higher_is_invariant=getattr(self.measures[m], "higher_is_invariant", None),
+                    per_sample=run.per_sample,
+                    seconds=evaluation.seconds,
+                )
+            )
+            if run.per_sample:
+                samples[key] = (evaluation.indices.tolist(), values.tolist())
+        store.write_pass(cells, samples, self._prediction_rows(model, entry, evaluation))
+        rate = evaluation.images / max(evaluation.seconds, 1e-9)
+        accuracy = (
+            "unlabeled" if evaluation.accuracy is None else f"accuracy {evaluation.accuracy:.4f}"
+        )
+        self.echo(
+            f"  {label}: {evaluation.images} images, {rate:,.0f} img/s, {accuracy}, "
+            f"{len(cells)} cell(s)"
+        )
+        return len(cells)
+
+    def _prediction_rows(
+        self, model: Prepared, entry: DatasetEntry, evaluation: Any
+    ) -> list[tuple[Any, ...]]:
+        rows = []
+        targets = evaluation.targets.tolist()
+        indices = evaluation.indices.tolist()
+        for view, record in evaluation.views.items():
+            predictions = torch.cat(record.prediction).tolist()
+            confidences = torch.cat(record.confidence).tolist()
+            for idx, target, prediction, confidence in zip(
+                indices, targets, predictions, confidences, strict=True
+            ):
+                correct = None if target < 0 else int(prediction == target)
+                rows.append(
+                    (
+                        model.entry.name,
+                        entry.name,
+                        view,
+                        idx,
+                        target,
+                        prediction,
+                        confidence,
+                        correct,
+                    )
+                )
+        return rows
+
+
+def run_study(config: StudyConfig, **options: Any) -> StudyOutcome:
+    """Run a study from a config (see ``Study`` for the options)."""
+    return Study(config, **options).run()

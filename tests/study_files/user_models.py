@@ -1,0 +1,45 @@
+"""Models the study tests load through the ``python:`` loader, as a user's own code."""
+
+import time
+
+import torch
+from torch import nn
+
+from invkit import LoadedModel, Preprocessing
+
+
+def linear(size: int = 16, classes: int = 10):
+    """A linear classifier on flattened pixels: rotation changes its outputs."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes))
+
+
+class Slow(nn.Module):
+    """A linear model that sleeps in every forward pass, so a test can kill a study mid-run."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.body = linear()
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return self.body(x)
+
+
+def slow(seconds: float = 0.2):
+    torch.manual_seed(0)
+    return Slow(seconds)
+
+
+def named(size: int = 16):
+    """Six named classes (a..f), so datasets are matched by folder name and can be subsets."""
+    torch.manual_seed(1)
+    preprocessing = Preprocessing(
+        input_size=(3, size, size),
+        crop_pct=1.0,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        num_classes=6,
+        class_names=list("abcdef"),
+    )
+    return LoadedModel(linear(size, 6), preprocessing, "named")

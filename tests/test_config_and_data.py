@@ -1,0 +1,149 @@
+"""Config checking, class matching and subsets, datasets, corruptions and checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from timm.data import ImageNetInfo
+
+import invkit
+from invkit.classes import plan_labels, timm_subset_indices
+from invkit.components import Preprocessing
+from invkit.config import ConfigError, load_config, parse_config
+from invkit.data import corrupt, resize_and_crop, subset_indices, to_rgb_tensor
+
+MINIMAL = {"models": ["timm:resnet18"], "datasets": ["digits"], "transforms": ["rotation"],
+           "measures": ["ei"]}  # fmt: skip
+
+
+def test_minimal_config_and_defaults():
+    config = parse_config(MINIMAL)
+    assert config.models[0].name == "timm:resnet18" and config.models[0].spec == "timm:resnet18"
+    assert config.run.device == "auto" and config.run.batch_size == 64 and not config.run.amp
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": ["x"]}, "config: unknown key 'model'; did you mean 'models'?"),
+        (
+            {"models": [{"spec": "timm:x", "param": {}}]},
+            "unknown key 'param'; did you mean 'params'?",
+        ),
+        ({"models": [{"name": "x"}]}, "models[0] needs a spec"),
+        ({"datasets": [{"spec": "digits", "limit": 0}]}, "datasets[0].limit must be a positive"),
+        ({"datasets": [{"spec": "digits", "corruption": "fog"}]}, "corruption 'fog' is not one of"),
+        ({"run": {"batch_size": "64"}}, "run.batch_size must be a int; got '64'"),
+        ({"run": {"amp": 1}}, "run.amp must be a bool"),
+        ({"measures": []}, "the config lists no measures"),
+        ({"transforms": ["rotation", "rotation"]}, "two transforms are named 'rotation'"),
+        ({"models": {"spec": "timm:x"}}, "write [[models]] (double brackets)"),
+    ],
+)
+def test_bad_configs_name_the_key(change, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(MINIMAL | change)
+    assert message in str(error.value)
+
+
+def test_malformed_toml_gives_line_and_column(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('transforms = ["rotation"\nmeasures = ["ei"]\n')
+    with pytest.raises(ConfigError, match=r"bad.toml is not valid TOML: .*line 2, column"):
+        load_config(path)
+
+
+def test_imagenet_r_subset_comes_from_timm_and_maps_labels():
+    indices = timm_subset_indices("imagenet-r")
+    assert len(indices) == 200 and indices == sorted(indices)
+    wnids = list(ImageNetInfo("imagenet-1k").label_names())
+    folders = sorted(wnids[i] for i in indices)  # ImageNet-R's folders are these wnids
+    prep = Preprocessing(num_classes=1000, class_names=wnids)
+    plan = plan_labels(folders, prep, class_subset="imagenet-r")
+    assert plan.logit_index == tuple(indices)
+    assert [indices[plan.target(c)] for c in range(200)] == [wnids.index(f) for f in folders]
+    with pytest.raises(invkit.InvkitError, match="not in class_subset 'imagenet-a'"):
+        plan_labels(folders, prep, class_subset="imagenet-a")
+
+
+def test_unmatched_folders_and_class_maps(tmp_path):
+    prep = Preprocessing(num_classes=3, class_names=["cat", "dog", "emu"])
+    assert plan_labels(["dog", "emu"], prep).targets == (1, 2)
+    with pytest.raises(invkit.InvkitError, match=r"1 dataset class\(es\) match no class.*'cow'"):
+        plan_labels(["cow", "dog"], prep, context="m × d")
+    mapping = tmp_path / "map.txt"
+    mapping.write_text("kitty cat\npuppy 1\n")
+    assert plan_labels(["kitty", "puppy"], prep, class_map=str(mapping)).targets == (0, 1)
+    anonymous = Preprocessing(num_classes=2)
+    with pytest.raises(invkit.InvkitError, match="3 classes but the model only 2 outputs"):
+        plan_labels(["a", "b", "c"], anonymous)
+
+
+def test_digits_split_colours_and_determinism():
+    train = invkit.load_dataset("digits", split="train", size=12)
+    test = invkit.load_dataset("digits", split="test", size=12)
+    assert len(train) + len(test) == 1797 and len(test) == 539
+    image, _ = test[0]
+    assert image.shape == (3, 12, 12) and image.min() >= 0 and image.max() <= 1
+    assert not torch.allclose(image[0], image[1])  # coloured, not gray
+    again, _ = invkit.load_dataset("digits", split="test", size=12)[0]
+    assert torch.equal(image, again)
+    unlabeled = invkit.load_dataset("digits", labeled=False)
+    assert unlabeled[0][1] == -1
+
+
+def test_corruptions_are_seeded_and_ordered_by_severity():
+    image = invkit.load_dataset("digits", size=32)[0][0]
+    for name in ("gaussian_noise", "gaussian_blur", "contrast"):
+        mild, strong = corrupt(image, name, 1, seed=3), corrupt(image, name, 5, seed=3)
+        assert torch.equal(mild, corrupt(image, name, 1, seed=3))
+        assert (mild - image).abs().mean() < (strong - image).abs().mean()
+
+
+def test_images_become_rgb_at_the_model_size():
+    from PIL import Image
+
+    gray = Image.new("L", (40, 30), color=128)
+    rgba = Image.new("RGBA", (40, 30), color=(255, 0, 0, 10))
+    assert to_rgb_tensor(gray, "x").shape == (3, 30, 40)
+    assert torch.equal(to_rgb_tensor(rgba, "x")[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    prep = Preprocessing(input_size=(3, 16, 16), crop_pct=0.8)
+    assert resize_and_crop(to_rgb_tensor(gray, "x"), prep).shape == (3, 16, 16)
+    assert subset_indices(100, 10, seed=1) == subset_indices(100, 10, seed=1)
+    assert subset_indices(100, None, seed=1) is None
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_code_carrying_checkpoints_are_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(1), "payload": Evil()}, path)
+    with pytest.raises(
+        invkit.InvkitError, match=r"cannot load checkpoint .* safely.*arbitrary code"
+    ):
+        invkit.load_model("python:torch.nn:Identity", checkpoint=str(path))
+    assert "this ran" not in capsys.readouterr().out
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(invkit.InvkitError, match="safely"):
+        invkit.load_model("python:torch.nn:Identity", checkpoint=str(raw))
+
+
+def test_checkpoint_mismatch_is_summarized(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save(torch.nn.Linear(4, 2).state_dict(), path)
+    with pytest.raises(invkit.InvkitError, match="does not match the architecture"):
+        invkit.load_model(
+            "python:torch.nn:Linear",
+            checkpoint=str(path),
+            kwargs={"in_features": 5, "out_features": 2},
+        )
+    user_models = Path(__file__).parent / "study_files" / "user_models.py"
+    with pytest.raises(invkit.InvkitError, match="2 missing .*2 unexpected"):
+        invkit.load_model(f"python:{user_models}:linear", checkpoint=str(path))
