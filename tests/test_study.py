@@ -421,3 +421,25 @@ def test_killed_study_resumes_to_identical_results(study_dir, tmp_path):
         assert killed[key]["accuracy"] == clean[key]["accuracy"]
     (rows,) = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()
     assert rows == 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_study_on_cuda_matches_cpu(study_dir, tmp_path):
+    config = load_config(study_dir / "study.toml")
+    results = {}
+    for device, amp in [("cpu", False), ("cuda", False), ("cuda", True)]:
+        run = dataclasses.replace(config.run, device=device, amp=amp)
+        out = tmp_path / f"{device}-{amp}"
+        Study(dataclasses.replace(config, analyses=(), run=run), out_dir=out, progress=False,
+              echo=lambda _: None).run()  # fmt: skip
+        results[(device, amp)] = read_results(out)
+    cpu = results[("cpu", False)]
+    for key, row in cpu.items():
+        for amp, tolerance in ((False, 1e-3), (True, 0.05)):
+            gpu = results[("cuda", amp)][key]
+            assert float(gpu["value"]) == pytest.approx(float(row["value"]), abs=tolerance), (
+                key,
+                amp,
+            )
+            if row["accuracy"]:
+                assert float(gpu["accuracy"]) == pytest.approx(float(row["accuracy"]), abs=0.02)
