@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from invkit.errors import InvkitError
+from invkit.errors import InvkitError, plural
 from invkit.plugins import get_host
 from invkit.registry import KINDS, Component
 
 
 def _kind(kind: str) -> str:
-    singular = {k + "s": k for k in KINDS} | {"analyses": "analysis"}
+    singular = {plural(k): k for k in KINDS}
     chosen = singular.get(kind, kind)
     if chosen not in KINDS:
         raise InvkitError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")

@@ -7,6 +7,10 @@ to run code to load is refused, never executed.
 from __future__ import annotations
 
 import hashlib
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,23 @@ import torch
 from invkit.errors import InvkitError
 
 _HASHES: dict[tuple[str, int, int], str] = {}
+_TRUSTED: ContextVar[bool] = ContextVar("invkit_trusted_checkpoints", default=False)
+
+
+@contextmanager
+def trusted_checkpoints(enabled: bool = True) -> Iterator[None]:
+    """Within this block, checkpoints that need arbitrary code to unpickle are loaded.
+
+    Only for files from a source you trust: unpickling can run any code. The study enables it
+    with ``--trust-checkpoints`` (``run.trust_checkpoints``).
+    """
+    token = _TRUSTED.set(enabled)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
@@ -50,16 +71,24 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
+    trusted = _TRUSTED.get()
+    if trusted:
+        warnings.warn(
+            f"unpickling {path} with arbitrary code allowed (--trust-checkpoints)", stacklevel=2
+        )
     try:
-        loaded: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+        loaded: Any = torch.load(str(path), map_location="cpu", weights_only=not trusted)
     except Exception as error:  # weights_only refusals are UnpicklingError, others vary
+        first_line = str(error).splitlines()[0] if str(error) else ""
         raise InvkitError(
-            f"cannot load checkpoint {str(path)!r} safely: {type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}. invkit loads only tensors "
-            "(torch.load(weights_only=True)) because a pickle can run arbitrary code when "
-            "loaded; re-save the weights with torch.save(model.state_dict(), ...) or as "
-            ".safetensors"
+            f"cannot load checkpoint {str(path)!r} safely: {type(error).__name__}: {first_line}. "
+            "invkit loads only tensors (torch.load(weights_only=True)) because unpickling can "
+            "run arbitrary code: re-save the weights with torch.save(model.state_dict(), ...) "
+            "or as .safetensors, or, only if you trust the file's source, pass "
+            "--trust-checkpoints (run.trust_checkpoints = true)"
         ) from None
+    if isinstance(loaded, torch.nn.Module):  # a whole pickled model (trusted only)
+        loaded = loaded.state_dict()
     if isinstance(loaded, dict):
         for key in STATE_DICT_KEYS:
             if key in loaded and isinstance(loaded[key], dict):

@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from invkit.errors import InvkitError
+from invkit.errors import InvkitError, plural
 from invkit.plugins import PluginWarning, get_host, reset_host
 from invkit.registry import KINDS, Component
 
-KIND_CHOICES = [k + "s" if k != "analysis" else "analyses" for k in KINDS]
+KIND_CHOICES = [plural(k) for k in KINDS]
 
 
 class PluginCommandGroup(click.Group):
@@ -165,6 +165,18 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA (off by default).")
 @click.option("--fresh", is_flag=True, help="Delete the stored results and start over.")
 @click.option("--per-sample", is_flag=True, default=None, help="Store per-image values too.")
+@click.option(
+    "--skip-bad-images",
+    is_flag=True,
+    default=None,
+    help="Record and skip unreadable image files instead of stopping at the first.",
+)
+@click.option(
+    "--trust-checkpoints",
+    is_flag=True,
+    default=None,
+    help="Allow checkpoints that run code when unpickled (only from sources you trust).",
+)
 @click.option("--progress/--no-progress", default=True, help="Progress bars (default: on).")
 def study_command(
     config: str | None, demo: bool, out: str | None, fresh: bool, progress: bool, **overrides: Any

@@ -64,6 +64,9 @@ class RunOptions:
     seed: int = 0
     executor: str = "local"
     max_views_per_forward: int = 0  # 0: all views of a batch in one forward pass
+    skip_bad_images: bool = False
+    trust_checkpoints: bool = False
+    min_free_mb: int = 100
 
 
 @dataclass(frozen=True)
@@ -215,8 +218,9 @@ def _run(raw: Any) -> RunOptions:
     options = RunOptions(**values)
     if options.batch_size < 1:
         raise ConfigError(f"run.batch_size must be at least 1; got {options.batch_size}")
-    if options.workers < 0 or options.bootstrap < 0 or options.max_views_per_forward < 0:
-        raise ConfigError("run.workers, run.bootstrap and run.max_views_per_forward must be >= 0")
+    for name in ("workers", "bootstrap", "max_views_per_forward", "min_free_mb"):
+        if getattr(options, name) < 0:
+            raise ConfigError(f"run.{name} must be >= 0; got {getattr(options, name)}")
     return options
 
 

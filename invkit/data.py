@@ -91,8 +91,10 @@ class PreparedDataset(Dataset):
         corruption: str | None = None,
         severity: int = 1,
         seed: int = 0,
+        skip_bad: bool = False,
     ):
         self.dataset = dataset
+        self.skip_bad = skip_bad
         self.preprocessing = preprocessing
         self.plan = plan
         self.indices = indices if indices is not None else list(range(len(dataset)))  # type: ignore[arg-type]
@@ -103,14 +105,26 @@ class PreparedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int, str]:
+        """``(pixels, target, index, error)``: ``error`` is "" unless the image could not be read
+        and bad images are skipped (then the pixels are a placeholder the engine drops)."""
         index = self.indices[position]
-        image, label = self.dataset[index]
         where = getattr(self.dataset, "describe", lambda i: f"image {i}")(index)
-        pixels = resize_and_crop(to_rgb_tensor(image, where), self.preprocessing)
-        if self.corruption:
-            pixels = corrupt(pixels, self.corruption, self.severity, self.seed * 1_000_003 + index)
-        return pixels, self.plan.target(int(label)), index
+        try:
+            image, label = self.dataset[index]
+            pixels = resize_and_crop(to_rgb_tensor(image, where), self.preprocessing)
+        except InvkitError as error:
+            problem = str(error)
+        except (OSError, ValueError, SyntaxError) as error:
+            problem = f"cannot read {where}: {type(error).__name__}: {error}"
+        else:
+            if self.corruption:
+                seed = self.seed * 1_000_003 + index
+                pixels = corrupt(pixels, self.corruption, self.severity, seed)
+            return pixels, self.plan.target(int(label)), index, ""
+        if not self.skip_bad:
+            raise InvkitError(f"{problem} (--skip-bad-images records and skips such files)")
+        return torch.zeros(self.preprocessing.input_size), -1, index, problem
 
 
 def subset_indices(size: int, limit: int | None, seed: int) -> list[int] | None:

@@ -9,7 +9,7 @@ values. Only per-sample scalars are kept, never the dataset's outputs.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ class Evaluation:
     targets: torch.Tensor  # (N,) target class, -1 when unlabeled
     correct: torch.Tensor  # (N,) bool, original prediction == target
     views: dict[str, ViewRecord]
+    skipped: list[tuple[int, str]]  # (dataset index, why) of images that could not be read
     images: int
     forward_images: int
     seconds: float
@@ -73,6 +74,21 @@ class Evaluation:
     def accuracy(self) -> float | None:
         labeled = self.targets >= 0
         return float(self.correct[labeled].double().mean()) if labeled.any() else None
+
+
+def _batches(loader: DataLoader) -> Iterator[Any]:
+    """The loader's batches; an invkit error raised in a worker keeps its own message."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except InvkitError as error:  # re-raised by the DataLoader with the worker's traceback
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            last = lines[-1] if lines else str(error)
+            raise InvkitError(last.split("InvkitError: ", 1)[-1]) from None
+        yield batch
 
 
 def _forward(module: Any, pixels: torch.Tensor, chunk: int, amp: bool) -> torch.Tensor:
@@ -114,6 +130,7 @@ def evaluate(
     ]
     records = {name: ViewRecord() for name in view_names} if keep_views else {}
     indices, targets, correct = [], [], []
+    skipped: list[tuple[int, str]] = []
     forward_images = 0
     started = time.perf_counter()
     bar = tqdm(
@@ -125,7 +142,14 @@ def evaluate(
         dynamic_ncols=True,
     )
     with torch.inference_mode(), bar:
-        for batch_number, (pixels, target, index) in enumerate(loader):
+        for batch_number, (pixels, target, index, errors) in enumerate(_batches(loader)):
+            bar.update(len(index))
+            readable = torch.tensor([not e for e in errors])
+            if not readable.all():
+                skipped += [(int(i), e) for i, e in zip(index, errors, strict=True) if e]
+                pixels, target, index = pixels[readable], target[readable], index[readable]
+                if not len(index):
+                    continue
             pixels = pixels.to(device, non_blocking=True)
             size = pixels.shape[0]
             views = {t: transforms[t](pixels) for t in cells}
@@ -136,8 +160,8 @@ def evaluate(
             if not torch.isfinite(logits).all():
                 raise InvkitError(
                     f"{label}: the model produced NaN or infinite outputs in batch {batch_number} "
-                    f"(images {int(index[0])}–{int(index[-1])}); check the weights and inputs"
-                    + (", or run without --amp" if use_amp else "")
+                    f"(its first image is dataset index {int(index[0])}); "
+                    "check the weights and inputs" + (", or run without --amp" if use_amp else "")
                 )
             if columns is not None:
                 if logits.shape[1] <= int(columns.max()):
@@ -171,15 +195,16 @@ def evaluate(
                     conf, pred = p.max(dim=1)
                     records[name].prediction.append(pred.cpu())
                     records[name].confidence.append(conf.float().cpu())
-            bar.update(size)
     if not indices:
-        raise InvkitError(f"{label}: the dataset is empty")
+        reason = f"all {len(skipped)} images were unreadable" if skipped else "the dataset is empty"
+        raise InvkitError(f"{label}: {reason}")
     return Evaluation(
         values={key: torch.cat(chunks) for key, chunks in values.items()},
         indices=torch.cat(indices),
         targets=torch.cat(targets),
         correct=torch.cat(correct),
         views=records,
+        skipped=skipped,
         images=sum(len(i) for i in indices),
         forward_images=forward_images,
         seconds=time.perf_counter() - started,

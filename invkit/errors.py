@@ -6,6 +6,11 @@ The CLI prints an ``InvkitError`` as a one-line message (no traceback); anything
 from __future__ import annotations
 
 
+def plural(kind: str) -> str:
+    """``transform`` → ``transforms``, ``analysis`` → ``analyses``, as ``invkit list`` says."""
+    return kind[:-2] + "es" if kind.endswith("is") else kind + "s"
+
+
 class InvkitError(Exception):
     """Base class of every error invkit raises deliberately."""
 
@@ -25,7 +30,7 @@ class UnknownComponentError(InvkitError, KeyError):
             hint = f"no {kind} is registered at all"
         message = (
             f"unknown {kind} {name!r}: {hint} "
-            f"(`invkit list {kind}s` shows each one with its parameters)"
+            f"(`invkit list {plural(kind)}` shows each one with its parameters)"
         )
         super().__init__(message)
 

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterator
+import types
+import typing
+from collections import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from invkit.errors import ComponentParameterError, DuplicateComponentError, UnknownComponentError
+from invkit.errors import (
+    ComponentParameterError,
+    DuplicateComponentError,
+    InvkitError,
+    UnknownComponentError,
+    plural,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,11 @@ class Param:
     name: str
     type: str
     default: Any = REQUIRED
+    annotation: Any = field(default=inspect.Parameter.empty, repr=False, compare=False)
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` fits the annotation (as far as a config value can be checked)."""
+        return value is self.default or _fits(value, self.annotation) is not False
 
     @property
     def required(self) -> bool:
@@ -67,7 +82,17 @@ class Component:
     def create(self, *spec: str, **params: Any) -> Any:
         """Build the component after checking ``params`` against its declared parameters."""
         self._check(params)
-        return self.factory(*spec, **params)
+        try:
+            return self.factory(*spec, **params)
+        except InvkitError:
+            raise
+        except (TypeError, ValueError) as error:  # a parameter of the wrong kind, mostly
+            given = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
+            raise ComponentParameterError(
+                f"{self.kind} {self.name!r} cannot be built with {given}: "
+                f"{type(error).__name__}: {error} "
+                f"(`invkit list {plural(self.kind)}` shows its parameters)"
+            ) from error
 
     def _check(self, params: dict[str, Any]) -> None:
         known = [p.name for p in self.params]
@@ -81,6 +106,13 @@ class Component:
                         f"{self.kind} {self.name!r} has no parameter {key!r}; {hint}"
                         f"it takes: {takes}"
                     )
+        for param in self.params:
+            if param.name in params and not param.accepts(params[param.name]):
+                value = params[param.name]
+                raise ComponentParameterError(
+                    f"{self.kind} {self.name!r} parameter {param.name!r} must be {param.type}; "
+                    f"got {value!r} ({type(value).__name__})"
+                )
         missing = [p.name for p in self.params if p.required and p.name not in params]
         if missing:
             raise ComponentParameterError(
@@ -103,6 +135,39 @@ class Component:
                 for p in self.params
             ],
         }
+
+
+def _fits(value: Any, annotation: Any) -> bool | None:
+    """True or False for the annotations configs use; ``None`` when it cannot tell."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return None
+    if annotation is None or annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is Path:
+        return isinstance(value, str | Path)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        verdicts = [_fits(value, arg) for arg in args]
+        return True if True in verdicts else (None if None in verdicts else False)
+    if annotation in (dict, Mapping) or origin in (dict, Mapping, abc.Mapping):
+        return isinstance(value, Mapping)
+    if annotation in (list, tuple, Sequence) or origin in (list, tuple, abc.Sequence):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            return False
+        if args and origin is not tuple:
+            verdicts = [_fits(item, args[0]) for item in value]
+            return False not in verdicts
+        return True
+    return None
 
 
 def _jsonable(value: Any) -> Any:
@@ -151,7 +216,7 @@ def describe(kind: Kind, factory: Callable[..., Any], name: str, plugin: str) ->
         params = params[1:]  # the spec's rest, not a user-set parameter
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     declared = tuple(
-        Param(p.name, _type_text(p.annotation), p.default)
+        Param(p.name, _type_text(p.annotation), p.default, p.annotation)
         for p in params
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     )

@@ -27,6 +27,7 @@ RESULT_COLUMNS = [
     "accuracy",
     "images",
     "labeled",
+    "skipped",
     "higher_is_invariant",
 ]
 STATISTICS = ("pearson_r", "spearman_rho", "kendall_tau", "r_squared")
@@ -51,7 +52,7 @@ def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:120]
+    return re.sub(r"[^A-Za-z0-9_]+", "-", text).strip("-")[:120]  # no dots, so no ".."
 
 
 def _format(value: Any, digits: int = 4) -> str:

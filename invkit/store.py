@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
@@ -20,7 +20,7 @@ from typing import Any
 from invkit.errors import InvkitError
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS cells (
     model TEXT NOT NULL, dataset TEXT NOT NULL, transform TEXT NOT NULL, measure TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     value REAL, low REAL, high REAL,
-    accuracy REAL, images INTEGER NOT NULL, labeled INTEGER NOT NULL,
+    accuracy REAL, images INTEGER NOT NULL, labeled INTEGER NOT NULL, skipped INTEGER NOT NULL,
     higher_is_invariant INTEGER, per_sample INTEGER NOT NULL,
     seconds REAL, finished TEXT NOT NULL,
     PRIMARY KEY (model, dataset, transform, measure)
@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS predictions (
     model TEXT NOT NULL, dataset TEXT NOT NULL, view TEXT NOT NULL, idx INTEGER NOT NULL,
     target INTEGER, prediction INTEGER, confidence REAL, correct INTEGER,
     PRIMARY KEY (model, dataset, view, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bad_images (
+    model TEXT NOT NULL, dataset TEXT NOT NULL, idx INTEGER NOT NULL, error TEXT NOT NULL,
+    PRIMARY KEY (model, dataset, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS failures (
     model TEXT NOT NULL, dataset TEXT NOT NULL, error TEXT NOT NULL, traceback TEXT,
@@ -66,6 +70,7 @@ class Cell:
     accuracy: float | None
     images: int
     labeled: int
+    skipped: int
     higher_is_invariant: bool | None
     per_sample: bool
     seconds: float
@@ -145,8 +150,9 @@ class Store:
         cells: Iterable[Cell],
         samples: dict[tuple[str, str, str, str], tuple[list[int], list[float]]],
         predictions: list[tuple[Any, ...]],
+        bad_images: Sequence[tuple[int, str]] = (),
     ) -> None:
-        """Write one model × dataset pass: its cells, their per-sample values, predictions."""
+        """Write one model × dataset pass: cells, per-sample values, predictions, bad images."""
         cells = list(cells)
         finished = now()
         with self.transaction() as db:
@@ -177,9 +183,12 @@ class Store:
                     "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", predictions
                 )
             if cells:
-                db.execute(
-                    "DELETE FROM failures WHERE model=? AND dataset=?",
-                    (cells[0].model, cells[0].dataset),
+                pair = (cells[0].model, cells[0].dataset)
+                db.execute("DELETE FROM failures WHERE model=? AND dataset=?", pair)
+                db.execute("DELETE FROM bad_images WHERE model=? AND dataset=?", pair)
+                db.executemany(
+                    "INSERT INTO bad_images VALUES (?, ?, ?, ?)",
+                    ((*pair, index, error) for index, error in bad_images),
                 )
 
     def record_failure(self, model: str, dataset: str, error: str, traceback: str | None) -> None:

@@ -26,6 +26,7 @@ from invkit.api import (
     get_transform,
     split_spec,
 )
+from invkit.checkpoints import trusted_checkpoints
 from invkit.classes import plan_labels
 from invkit.components import LoadedModel
 from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
@@ -33,6 +34,7 @@ from invkit.data import PreparedDataset, make_loader, subset_indices
 from invkit.engine import evaluate, resolve_device
 from invkit.errors import InvkitError
 from invkit.fingerprint import digest, path_digest
+from invkit.lock import exclusive
 from invkit.plugins import get_host
 from invkit.store import STORE_NAME, Cell, Store
 
@@ -188,10 +190,12 @@ class Study:
                 ],
                 "amp": self.run_options.amp and self.device.type == "cuda",
                 "bootstrap": [self.run_options.bootstrap, self.run_options.seed],
+                "skip_bad_images": self.run_options.skip_bad_images,
             }
         )
 
-    def _prepare_output(self) -> Store:
+    def _check_output_dir(self) -> None:
+        """Fail now, not after hours of work, if results could not be written."""
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             probe = self.out_dir / ".invkit-write-test"
@@ -199,63 +203,77 @@ class Study:
             probe.unlink()
         except OSError as error:
             raise InvkitError(
-                f"cannot write to the output directory {str(self.out_dir)!r} ({error.strerror}); "
-                "choose another with --out"
+                f"cannot write to the output directory {str(self.out_dir)!r} "
+                f"({error.strerror or error}); choose another with --out"
             ) from None
-        if self.fresh:
-            for name in (STORE_NAME, STORE_NAME + "-wal", STORE_NAME + "-shm", *OUTPUT_FILES):
-                (self.out_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(self.out_dir / "plots", ignore_errors=True)
-        return Store(self.out_dir / STORE_NAME)
+        free_mb = shutil.disk_usage(self.out_dir).free // 2**20
+        if free_mb < self.run_options.min_free_mb:
+            raise InvkitError(
+                f"only {free_mb} MB free on the disk of {self.out_dir}; the study wants at least "
+                f"{self.run_options.min_free_mb} MB for its store and report (free some space, "
+                "choose another --out, or lower run.min_free_mb)"
+            )
+
+    def _clear_outputs(self) -> None:
+        for name in (STORE_NAME, STORE_NAME + "-wal", STORE_NAME + "-shm", *OUTPUT_FILES):
+            (self.out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(self.out_dir / "plots", ignore_errors=True)
 
     # -- running -----------------------------------------------------------------------------
 
     def run(self) -> StudyOutcome:
         """Compute every missing cell, then write the report; failures are collected."""
+        self._check_output_dir()
+        with exclusive(self.out_dir):
+            if self.fresh:
+                self._clear_outputs()
+            store = Store(self.out_dir / STORE_NAME)
+            try:
+                return self._run(store)
+            finally:
+                store.close()
+
+    def _run(self, store: Store) -> StudyOutcome:
         from invkit.report import write_report
 
-        store = self._prepare_output()
         outcome = StudyOutcome(self.out_dir)
-        try:
-            store.set_config(self.config.to_dict())
-            store.set_meta("invkit_version", __version__)
-            stored = store.cells()
-            jobs, labels = [], []
-            for model in self.models:
-                for dataset in self.datasets:
-                    missing = {}
-                    for t in self.transforms:
-                        for m in self.measures:
-                            fingerprint = self._cell_fingerprint(model, dataset, t, m)
-                            cell = stored.get((model.entry.name, dataset.entry.name, t, m))
-                            if (
-                                cell is not None
-                                and cell.fingerprint == fingerprint
-                                and (cell.per_sample or not self.run_options.per_sample)
-                            ):
-                                outcome.reused += 1
-                            else:
-                                missing[(t, m)] = fingerprint
-                    if missing:
-                        jobs.append(self._job(store, model, dataset, missing, outcome))
-                        labels.append((model.entry.name, dataset.entry.name))
-            if jobs:
-                self.echo(
-                    f"invkit: {len(jobs)} model × dataset pass(es) to run on {self.device}, "
-                    f"{outcome.reused} cell(s) already in {self.out_dir / STORE_NAME}"
+        store.set_config(self.config.to_dict())
+        store.set_meta("invkit_version", __version__)
+        stored = store.cells()
+        jobs, labels = [], []
+        for model in self.models:
+            for dataset in self.datasets:
+                missing = {}
+                for t in self.transforms:
+                    for m in self.measures:
+                        fingerprint = self._cell_fingerprint(model, dataset, t, m)
+                        cell = stored.get((model.entry.name, dataset.entry.name, t, m))
+                        if (
+                            cell is not None
+                            and cell.fingerprint == fingerprint
+                            and (cell.per_sample or not self.run_options.per_sample)
+                        ):
+                            outcome.reused += 1
+                        else:
+                            missing[(t, m)] = fingerprint
+                if missing:
+                    jobs.append(self._job(store, model, dataset, missing, outcome))
+                    labels.append((model.entry.name, dataset.entry.name))
+        if jobs:
+            self.echo(
+                f"invkit: {len(jobs)} model × dataset pass(es) to run on {self.device}, "
+                f"{outcome.reused} cell(s) already in {self.out_dir / STORE_NAME}"
+            )
+        for result in self.executor(jobs):
+            if not result.ok:
+                model_name, dataset_name = labels[result.index]
+                message = f"{type(result.error).__name__}: {result.error}"
+                store.record_failure(model_name, dataset_name, message, result.traceback)
+                outcome.failures.append(
+                    {"model": model_name, "dataset": dataset_name, "error": message}
                 )
-            for result in self.executor(jobs):
-                if not result.ok:
-                    model_name, dataset_name = labels[result.index]
-                    message = f"{type(result.error).__name__}: {result.error}"
-                    store.record_failure(model_name, dataset_name, message, result.traceback)
-                    outcome.failures.append(
-                        {"model": model_name, "dataset": dataset_name, "error": message}
-                    )
-                    self.echo(f"invkit: FAILED {model_name} × {dataset_name}: {message}")
-            outcome.report = write_report(self.out_dir, store, self.config.to_dict(), self.analyses)
-        finally:
-            store.close()
+                self.echo(f"invkit: FAILED {model_name} × {dataset_name}: {message}")
+        outcome.report = write_report(self.out_dir, store, self.config.to_dict(), self.analyses)
         return outcome
 
     def _job(
@@ -278,7 +296,8 @@ class Study:
             self._loaded = None  # free the previous model first
             entry: ModelEntry = model.entry
             try:
-                loaded = get_component("model", model.scheme).create(model.rest, **model.params)
+                with trusted_checkpoints(self.run_options.trust_checkpoints):
+                    loaded = get_component("model", model.scheme).create(model.rest, **model.params)
             except InvkitError as error:
                 raise InvkitError(f"model {entry.name!r}: {error}") from None
             if entry.preprocessing:
@@ -323,6 +342,7 @@ class Study:
             entry.corruption,
             entry.severity,
             entry.seed,
+            skip_bad=self.run_options.skip_bad_images,
         )
         if len(prepared) == 0:
             raise InvkitError(f"dataset {entry.name!r} is empty")
@@ -363,6 +383,7 @@ class Study:
                     accuracy=evaluation.accuracy,
                     images=evaluation.images,
                     labeled=evaluation.labeled,
+                    skipped=len(evaluation.skipped),
                     higher_is_invariant=getattr(self.measures[m], "higher_is_invariant", None),
                     per_sample=run.per_sample,
                     seconds=evaluation.seconds,
@@ -370,14 +391,17 @@ class Study:
             )
             if run.per_sample:
                 samples[key] = (evaluation.indices.tolist(), values.tolist())
-        store.write_pass(cells, samples, self._prediction_rows(model, entry, evaluation))
+        predictions = self._prediction_rows(model, entry, evaluation)
+        store.write_pass(cells, samples, predictions, evaluation.skipped)
         rate = evaluation.images / max(evaluation.seconds, 1e-9)
         accuracy = (
             "unlabeled" if evaluation.accuracy is None else f"accuracy {evaluation.accuracy:.4f}"
         )
+        skipped = len(evaluation.skipped)
         self.echo(
             f"  {label}: {evaluation.images} images, {rate:,.0f} img/s, {accuracy}, "
             f"{len(cells)} cell(s)"
+            + (f", {skipped} unreadable image(s) skipped" if skipped else "")
         )
         return len(cells)
 

@@ -37,7 +37,7 @@ def test_component_description_and_parameters_come_from_the_code():
     assert params["interpolation"].type == "str"
     assert rotation.to_dict()["params"][0] == {
         "name": "angles",
-        "type": "Sequence[float]",
+        "type": "float | Sequence[float]",
         "required": False,
         "default": [90, 180, 270],
     }

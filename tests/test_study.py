@@ -377,7 +377,8 @@ preprocessing = {{ input_size = [3, 16, 16], crop_pct = 1.0 }}
 """
 
 
-def test_killed_study_resumes_to_identical_results(study_dir, tmp_path):
+@pytest.mark.parametrize("kill_after", [2, 6])  # cells stored when killed: 1 pass, 3 passes
+def test_killed_study_resumes_to_identical_results(study_dir, tmp_path, kill_after):
     datasets = "".join(
         f'\n[[datasets]]\nname = "d{i}"\nspec = "digits"\nparams = {{ size = 16 }}\n'
         f"limit = 48\nseed = {i}\n"
@@ -401,14 +402,14 @@ def test_killed_study_resumes_to_identical_results(study_dir, tmp_path):
                 (done,) = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()
             except sqlite3.OperationalError:
                 done = 0
-            if done >= 2:
+            if done >= kill_after:
                 break
         time.sleep(0.05)
     assert process.poll() is None, process.stderr.read().decode()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     (kept,) = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()
-    assert 2 <= kept < 8  # whole passes only: 2 cells per pass, killed before the end
+    assert kill_after <= kept < 8 and kept % 2 == 0  # whole passes only, 2 cells each
     resumed = run_cli("study", str(slow), "--out", str(tmp_path / "killed"), "--no-progress")
     assert f"{kept} reused" in resumed.stdout
     fast = tmp_path / "fast.toml"

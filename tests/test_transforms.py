@@ -111,7 +111,7 @@ def test_compose_applies_steps_in_order_to_every_view():
     assert len(views) == 2
     assert torch.equal(views[0], torch.rot90(gray, 1, (-2, -1)))
     assert torch.equal(views[1], torch.rot90(gray, 2, (-2, -1)))
-    with pytest.raises(invkit.InvkitError, match="compose step 3"):
+    with pytest.raises(invkit.InvkitError, match="parameter 'steps' must be Sequence"):
         invkit.get_transform("compose", steps=[3])
 
 

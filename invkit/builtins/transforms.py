@@ -45,7 +45,7 @@ class Rotation(Transform):
 
     def __init__(
         self,
-        angles: Sequence[float] = (90, 180, 270),
+        angles: float | Sequence[float] = (90, 180, 270),
         interpolation: str = "bilinear",
         padding: str = "zeros",
     ):

@@ -43,3 +43,28 @@ def named(size: int = 16):
         class_names=list("abcdef"),
     )
     return LoadedModel(linear(size, 6), preprocessing, "named")
+
+
+class Broken(nn.Module):
+    """Raises in every forward pass: a component failing in the middle of a study."""
+
+    def forward(self, x):
+        raise RuntimeError("this model is broken")
+
+
+def broken():
+    return Broken()
+
+
+class NotANumber(nn.Module):
+    def forward(self, x):
+        return torch.full((x.shape[0], 10), float("nan"))
+
+
+def nan():
+    return NotANumber()
+
+
+def two_outputs(size: int = 16):
+    """Two classes only: wrong for a ten-class dataset."""
+    return linear(size, 2)
