@@ -209,10 +209,21 @@ class _AxesAnalysis:
     def params(self) -> dict[str, Any]:
         return dict(vars(self))
 
-    def _axes(self, members: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    def _group(
+        self,
+        key: tuple[tuple[str, str], ...],
+        members: list[dict[str, Any]],
+        point: str,
+        notes: list[str],
+    ) -> tuple[GroupResult, np.ndarray, np.ndarray]:
+        """A group's result on the scaled axes, with a message if it cannot be analysed."""
         x = stats.scale(np.array([m["invariance"] for m in members]), self.scale_invariance)
         y = stats.scale(np.array([m["accuracy"] for m in members]), self.scale_accuracy)
-        return x, y
+        result = GroupResult(
+            group=dict(key), points=[m[point] for m in members], x=x.tolist(), y=y.tolist(),
+            notes=notes, message=degenerate(x, y),
+        )  # fmt: skip
+        return result, x, y
 
 
 class CorrelationAnalysis(_AxesAnalysis):
@@ -243,15 +254,7 @@ class CorrelationAnalysis(_AxesAnalysis):
         groups = []
         for key, members in group_rows(rows, self.points_kind).items():
             kept, notes = _split_valid(members, self.points_kind, need_accuracy=True)
-            x, y = self._axes(kept)
-            result = GroupResult(
-                group=dict(key),
-                points=[m[self.points_kind] for m in kept],
-                x=x.tolist(),
-                y=y.tolist(),
-                notes=notes,
-            )
-            result.message = degenerate(x, y)
+            result, x, y = self._group(key, kept, self.points_kind, notes)
             if result.message is None:
                 self._analyse(result, x, y)
             groups.append(result)
@@ -347,15 +350,7 @@ class PredictAccuracy(_AxesAnalysis):
             kept, notes = _split_valid(members, self.points, need_accuracy=False)
             labeled = [m for m in kept if math.isfinite(m["accuracy"])]
             unlabeled = [m for m in kept if not math.isfinite(m["accuracy"])]
-            x, y = self._axes(labeled)
-            result = GroupResult(
-                group=dict(key),
-                points=[m[self.points] for m in labeled],
-                x=x.tolist(),
-                y=y.tolist(),
-                notes=notes,
-            )
-            result.message = degenerate(x, y)
+            result, x, y = self._group(key, labeled, self.points, notes)
             if result.message is None:
                 self._predict(result, x, y, labeled, unlabeled)
             elif unlabeled:

@@ -159,13 +159,9 @@ class Study:
                     value = _resolve(value, base)
                     entry = dataclasses.replace(entry, **{name: value})
                     content[f"{name}_file"] = path_digest(value)
+            options = dataclasses.asdict(entry)
             content.update(
-                limit=entry.limit,
-                seed=entry.seed,
-                class_map=entry.class_map,
-                class_subset=entry.class_subset,
-                corruption=entry.corruption,
-                severity=entry.severity,
+                {k: v for k, v in options.items() if k not in ("name", "spec", "params")}
             )
         return Prepared(entry, scheme, rest, params, digest(content))
 

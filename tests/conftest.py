@@ -4,8 +4,10 @@ third-party plugin packages (good and broken) installed with pip into a temporar
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,17 @@ def with_plugin_site(plugin_site, monkeypatch):
         "PYTHONPATH", os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")])
     )
     return plugin_site
+
+
+def wait_for_cells(store: Path, count: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if store.exists():
+            try:
+                (done,) = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= count:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the study did not reach {count} cell(s): {process.poll()}")

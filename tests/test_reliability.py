@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from invkit.config import load_config, parse_config
 from invkit.data import PreparedDataset
 from invkit.study import Study
 
-from .conftest import run_cli
+from .conftest import run_cli, wait_for_cells
 
 HERE = Path(__file__).parent
 BASE = {
@@ -285,20 +284,6 @@ def slow_study(tmp_path: Path) -> tuple[Path, list[str]]:
     config = study_with(tmp_path, "slow", datasets=4)
     invkit_bin = str(Path(sys.executable).with_name("invkit"))
     return config, [invkit_bin, "study", str(config), "--no-progress"]
-
-
-def wait_for_cells(store: Path, count: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if store.exists():
-            try:
-                (done,) = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()
-            except sqlite3.OperationalError:
-                done = 0
-            if done >= count:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the study did not reach {count} cell(s): {process.poll()}")
 
 
 def test_second_study_on_the_same_directory_is_refused(tmp_path):

@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from invkit.builtins.datasets import Digits
 from invkit.config import ComponentEntry, load_config, parse_config
 from invkit.study import Study
 
-from .conftest import run_cli
+from .conftest import run_cli, wait_for_cells
 
 HERE = Path(__file__).parent
 MEASURES = ("ei", "agreement", "js")
@@ -394,17 +393,7 @@ def test_killed_study_resumes_to_identical_results(study_dir, tmp_path, kill_aft
         stderr=subprocess.PIPE,
     )
     store = tmp_path / "killed" / "results.sqlite"
-    deadline = time.monotonic() + 120
-    done = 0
-    while time.monotonic() < deadline and process.poll() is None:
-        if store.exists():
-            try:
-                (done,) = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()
-            except sqlite3.OperationalError:
-                done = 0
-            if done >= kill_after:
-                break
-        time.sleep(0.05)
+    wait_for_cells(store, kill_after, process)
     assert process.poll() is None, process.stderr.read().decode()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
