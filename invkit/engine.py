@@ -137,7 +137,7 @@ def evaluate(
         total=len(loader.dataset),  # type: ignore[arg-type]
         desc=label,
         unit="img",
-        disable=not progress,
+        disable=None if progress else True,  # None: off when stderr is not a terminal
         leave=False,
         dynamic_ncols=True,
     )
@@ -182,12 +182,12 @@ def evaluate(
             indices.append(index)
             targets.append(target.cpu())
             correct.append((prediction == target).cpu())
+            labels = target if bool((target >= 0).all()) else None
             offset = 0
             for t, measures in cells.items():
                 count = len(views[t])
                 these = view_probs[offset : offset + count]
                 offset += count
-                labels = target if bool((target >= 0).all()) else None
                 for m, measure in measures:
                     values[(t, m)].append(per_sample(measure, original, these, labels).cpu())
             if keep_views:

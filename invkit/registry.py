@@ -81,7 +81,7 @@ class Component:
 
     def create(self, *spec: str, **params: Any) -> Any:
         """Build the component after checking ``params`` against its declared parameters."""
-        self._check(params)
+        self.check(params)
         try:
             return self.factory(*spec, **params)
         except InvkitError:
@@ -94,7 +94,8 @@ class Component:
                 f"(`invkit list {plural(self.kind)}` shows its parameters)"
             ) from error
 
-    def _check(self, params: dict[str, Any]) -> None:
+    def check(self, params: dict[str, Any]) -> None:
+        """Raise ``ComponentParameterError`` for unknown, missing or mistyped parameters."""
         known = [p.name for p in self.params]
         if not self.accepts_any:
             for key in params:

@@ -95,6 +95,8 @@ class Study:
         self.measures = self._build("measures", config.measures, get_measure)
         self.analyses = self._build("analyses", config.analyses, get_analysis)
         self.executor = get_executor(config.run.executor)
+        self._versions: dict[tuple[str, str], str] = {}
+        self._entries = {e.name: e for e in config.transforms + config.measures}
         self.models = [self._prepare("model", m) for m in config.models]
         self.datasets = [self._prepare("dataset", d) for d in config.datasets]
         self._loaded: tuple[str, LoadedModel] | None = None
@@ -114,12 +116,13 @@ class Study:
         return built
 
     def _component_version(self, kind: str, name: str) -> str:
-        component = get_component(kind, name)
-        info = next(
-            (p for p in get_host().plugins(include_builtins=True) if p.name == component.plugin),
-            None,
-        )
-        return f"{component.plugin}=={info.version if info else '?'}"
+        """``plugin==version`` of the plugin providing a component (part of fingerprints)."""
+        key = (kind, name)
+        if key not in self._versions:
+            component = get_component(kind, name)
+            versions = {p.name: p.version for p in get_host().plugins(include_builtins=True)}
+            self._versions[key] = f"{component.plugin}=={versions.get(component.plugin, '?')}"
+        return self._versions[key]
 
     def _prepare(self, kind: str, entry: ModelEntry | DatasetEntry) -> Prepared:
         where = f"{kind}s[{entry.name!r}]"
@@ -139,7 +142,7 @@ class Study:
                 params[param.name] = _resolve(params[param.name], base)
                 files[param.name] = path_digest(params[param.name])
         try:
-            component._check(params)
+            component.check(params)
         except InvkitError as error:
             raise _context(where, error) from None
         content = {
@@ -168,7 +171,7 @@ class Study:
     def _cell_fingerprint(
         self, model: Prepared, dataset: Prepared, transform: str, measure: str
     ) -> str:
-        entries = {e.name: e for e in self.config.transforms + self.config.measures}
+        entries = self._entries
         return digest(
             {
                 "invkit": __version__,
