@@ -105,14 +105,16 @@ class PreparedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int, str]:
-        """``(pixels, target, index, error)``: ``error`` is "" unless the image could not be read
-        and bad images are skipped (then the pixels are a placeholder the engine drops)."""
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int, str, bool]:
+        """``(pixels, target, index, error, upsampled)``: ``error`` is "" unless the image could
+        not be read and bad images are skipped (then the pixels are a placeholder the engine
+        drops); ``upsampled`` says the image was smaller than the model's input."""
         index = self.indices[position]
         where = getattr(self.dataset, "describe", lambda i: f"image {i}")(index)
         try:
             image, label = self.dataset[index]
-            pixels = resize_and_crop(to_rgb_tensor(image, where), self.preprocessing)
+            original = to_rgb_tensor(image, where)
+            pixels = resize_and_crop(original, self.preprocessing)
         except InvkitError as error:
             problem = str(error)
         except (OSError, ValueError, SyntaxError) as error:
@@ -121,10 +123,14 @@ class PreparedDataset(Dataset):
             if self.corruption:
                 seed = self.seed * 1_000_003 + index
                 pixels = corrupt(pixels, self.corruption, self.severity, seed)
-            return pixels, self.plan.target(int(label)), index, ""
+            upsampled = any(
+                have < want
+                for have, want in zip(original.shape[-2:], pixels.shape[-2:], strict=True)
+            )
+            return pixels, self.plan.target(int(label)), index, "", upsampled
         if not self.skip_bad:
             raise InvkitError(f"{problem} (--skip-bad-images records and skips such files)")
-        return torch.zeros(self.preprocessing.input_size), -1, index, problem
+        return torch.zeros(self.preprocessing.input_size), -1, index, problem, False
 
 
 def subset_indices(size: int, limit: int | None, seed: int) -> list[int] | None:

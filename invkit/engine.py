@@ -62,6 +62,7 @@ class Evaluation:
     correct: torch.Tensor  # (N,) bool, original prediction == target
     views: dict[str, ViewRecord]
     skipped: list[tuple[int, str]]  # (dataset index, why) of images that could not be read
+    upsampled: int  # images smaller than the model's input, enlarged to it
     images: int
     forward_images: int
     seconds: float
@@ -131,6 +132,7 @@ def evaluate(
     records = {name: ViewRecord() for name in view_names} if keep_views else {}
     indices, targets, correct = [], [], []
     skipped: list[tuple[int, str]] = []
+    upsampled = 0
     forward_images = 0
     started = time.perf_counter()
     bar = tqdm(
@@ -142,8 +144,10 @@ def evaluate(
         dynamic_ncols=True,
     )
     with torch.inference_mode(), bar:
-        for batch_number, (pixels, target, index, errors) in enumerate(_batches(loader)):
+        batches = enumerate(_batches(loader))
+        for batch_number, (pixels, target, index, errors, enlarged) in batches:
             bar.update(len(index))
+            upsampled += int(enlarged.sum())
             readable = torch.tensor([not e for e in errors])
             if not readable.all():
                 skipped += [(int(i), e) for i, e in zip(index, errors, strict=True) if e]
@@ -172,39 +176,44 @@ def evaluate(
                 logits = logits[:, columns]
             probs = logits.double().softmax(dim=1).split(size)
             original, view_probs = probs[0], probs[1:]
-            target = target.to(device)
-            if int(target.max()) >= probs[0].shape[1]:
+            if int(target.max()) >= probs[0].shape[1]:  # target is still on the CPU: no sync
                 raise InvkitError(
                     f"{label}: label {int(target.max())} is outside the model's "
                     f"{probs[0].shape[1]} outputs; the model's classes do not match the dataset's"
                 )
-            prediction = original.argmax(dim=1)
             indices.append(index)
-            targets.append(target.cpu())
-            correct.append((prediction == target).cpu())
-            labels = target if bool((target >= 0).all()) else None
+            targets.append(target)
+            all_labeled = bool((target >= 0).all())
+            target = target.to(device, non_blocking=True)
+            correct.append(original.argmax(dim=1) == target)
+            labels = target if all_labeled else None
             offset = 0
             for t, measures in cells.items():
                 count = len(views[t])
                 these = view_probs[offset : offset + count]
                 offset += count
                 for m, measure in measures:
-                    values[(t, m)].append(per_sample(measure, original, these, labels).cpu())
+                    values[(t, m)].append(per_sample(measure, original, these, labels))
             if keep_views:
                 for name, p in zip(view_names, probs, strict=True):
                     conf, pred = p.max(dim=1)
-                    records[name].prediction.append(pred.cpu())
-                    records[name].confidence.append(conf.float().cpu())
+                    records[name].prediction.append(pred)
+                    records[name].confidence.append(conf.float())
     if not indices:
         reason = f"all {len(skipped)} images were unreadable" if skipped else "the dataset is empty"
         raise InvkitError(f"{label}: {reason}")
+    # per-sample results stayed on the device during the pass (no sync per batch); one copy now
+    for record in records.values():
+        record.prediction = [torch.cat(record.prediction).cpu()]
+        record.confidence = [torch.cat(record.confidence).cpu()]
     return Evaluation(
-        values={key: torch.cat(chunks) for key, chunks in values.items()},
+        values={key: torch.cat(chunks).cpu() for key, chunks in values.items()},
         indices=torch.cat(indices),
         targets=torch.cat(targets),
-        correct=torch.cat(correct),
+        correct=torch.cat(correct).cpu(),
         views=records,
         skipped=skipped,
+        upsampled=upsampled,
         images=sum(len(i) for i in indices),
         forward_images=forward_images,
         seconds=time.perf_counter() - started,

@@ -396,11 +396,15 @@ class Study:
         accuracy = (
             "unlabeled" if evaluation.accuracy is None else f"accuracy {evaluation.accuracy:.4f}"
         )
-        skipped = len(evaluation.skipped)
+        notes = [f"{len(evaluation.skipped)} unreadable image(s) skipped"] * bool(
+            evaluation.skipped
+        )
+        if evaluation.upsampled:
+            size = "×".join(map(str, loaded.preprocessing.input_size[1:]))
+            notes.append(f"{evaluation.upsampled} image(s) smaller than the {size} input upsampled")
         self.echo(
             f"  {label}: {evaluation.images} images, {rate:,.0f} img/s, {accuracy}, "
-            f"{len(cells)} cell(s)"
-            + (f", {skipped} unreadable image(s) skipped" if skipped else "")
+            f"{len(cells)} cell(s)" + "".join(f", {note}" for note in notes)
         )
         return len(cells)
 

@@ -7,6 +7,7 @@ one ends in an ``InvkitError`` (a one-line message in the CLI), never another ex
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import shutil
 import signal
@@ -228,8 +229,6 @@ def _plan():
 
 
 def dataclasses_replace_run(config, **changes):
-    import dataclasses
-
     return dataclasses.replace(config, run=dataclasses.replace(config.run, **changes))
 
 
@@ -348,8 +347,6 @@ def test_fuzz_counts_for_the_docs():
 
 def test_labels_cannot_write_outside_the_output_directory(tmp_path):
     config = load_config(study_with(tmp_path, "linear", datasets=3))
-    import dataclasses
-
     escaping = dataclasses.replace(config.models[0], name="../../escaped")
     config = dataclasses.replace(config, models=(escaping,), analyses=parse_config(
         {**BASE, "analyses": ["dataset_centric"]}).analyses)  # fmt: skip
@@ -361,3 +358,13 @@ def test_labels_cannot_write_outside_the_output_directory(tmp_path):
     assert [p.name for p in (out / "plots").iterdir()] == [
         "dataset_centric-escaped-rotation-ei.png"
     ]
+
+
+def test_images_smaller_than_the_input_are_upsampled_and_counted(tmp_path):
+    config = load_config(study_with(tmp_path, "linear"))
+    small = dataclasses.replace(config.datasets[0], params={"size": 8})
+    lines: list[str] = []
+    Study(dataclasses.replace(config, datasets=(small,)), progress=False, echo=lines.append).run()
+    assert any("32 image(s) smaller than the 16×16 input upsampled" in line for line in lines), (
+        lines
+    )
