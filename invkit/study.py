@@ -35,6 +35,7 @@ from invkit.engine import evaluate, resolve_device
 from invkit.errors import InvkitError
 from invkit.fingerprint import digest, path_digest
 from invkit.lock import exclusive
+from invkit.paths import resolve_path
 from invkit.plugins import get_host
 from invkit.store import STORE_NAME, Cell, Store
 
@@ -63,11 +64,6 @@ class StudyOutcome:
     report: dict[str, Path] = field(default_factory=dict)
 
 
-def _resolve(value: str, base_dir: Path) -> str:
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (base_dir / path).resolve())
-
-
 def _context(where: str, error: InvkitError) -> ConfigError:
     return ConfigError(f"{where}: {error}")
 
@@ -86,7 +82,9 @@ class Study:
         self.config = config
         self.run_options = config.run
         base = config.base_dir
-        self.out_dir = Path(out_dir).resolve() if out_dir else Path(_resolve(config.run.out, base))
+        self.out_dir = (
+            Path(out_dir).resolve() if out_dir else Path(resolve_path(config.run.out, base))
+        )
         self.fresh = fresh
         self.progress = progress
         self.echo = echo
@@ -139,7 +137,7 @@ class Study:
         files = {}
         for param in component.params:
             if "Path" in param.type and isinstance(params.get(param.name), str):
-                params[param.name] = _resolve(params[param.name], base)
+                params[param.name] = resolve_path(params[param.name], base)
                 files[param.name] = path_digest(params[param.name])
         try:
             component.check(params)
@@ -159,7 +157,7 @@ class Study:
             for name in ("class_map", "class_subset"):
                 value = getattr(entry, name)
                 if value is not None and (name == "class_map" or Path(base, value).is_file()):
-                    value = _resolve(value, base)
+                    value = resolve_path(value, base)
                     entry = dataclasses.replace(entry, **{name: value})
                     content[f"{name}_file"] = path_digest(value)
             options = dataclasses.asdict(entry)

@@ -61,3 +61,17 @@ def test_toml_examples_in_the_docs_are_valid_configs(path):
         data = tomllib.loads(block)
         if "models" in data:  # a whole study config, not a pyproject fragment
             parse_config(data)
+
+
+@pytest.mark.parametrize(
+    "script", sorted((DOCS.parent / "examples").glob("*.py")), ids=lambda p: p.name
+)
+def test_examples_run(script):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()

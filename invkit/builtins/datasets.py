@@ -15,14 +15,10 @@ import torch
 from torch.utils.data import Dataset
 
 from invkit.errors import InvkitError
+from invkit.paths import resolve_path
 from invkit.plugins import hookimpl
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
-
-
-def _resolve_path(rest: str, base_dir: Path) -> str:
-    path = Path(rest).expanduser()
-    return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -39,7 +35,7 @@ class ImageFolder(Dataset):
     """
 
     name = "imagefolder"
-    resolve_spec = staticmethod(_resolve_path)
+    resolve_spec = staticmethod(resolve_path)
 
     def __init__(self, rest: str, labeled: bool = True):
         root = Path(rest).expanduser()

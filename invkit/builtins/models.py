@@ -17,6 +17,7 @@ import torch
 from invkit.checkpoints import existing_file, load_into
 from invkit.components import LoadedModel, Preprocessing
 from invkit.errors import InvkitError
+from invkit.paths import resolve_path
 from invkit.plugins import hookimpl
 
 
@@ -27,11 +28,6 @@ def imagenet_class_names(num_classes: int | None) -> list[str] | None:
     from timm.data import ImageNetInfo
 
     return list(ImageNetInfo("imagenet-1k").label_names())
-
-
-def _resolve_path(rest: str, base_dir: Path) -> str:
-    path = Path(rest).expanduser()
-    return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
 def timm_model(
@@ -177,7 +173,7 @@ def torchscript_model(rest: str, num_classes: int | None = None) -> LoadedModel:
 
 
 torchscript_model.name = "torchscript"  # type: ignore[attr-defined]
-torchscript_model.resolve_spec = _resolve_path  # type: ignore[attr-defined]
+torchscript_model.resolve_spec = resolve_path  # type: ignore[attr-defined]
 
 
 def _import_factory(rest: str) -> Any:
@@ -210,7 +206,7 @@ def _import_factory(rest: str) -> Any:
 def _resolve_python_spec(rest: str, base_dir: Path) -> str:
     module_name, sep, factory_name = rest.rpartition(":")
     if sep and module_name.endswith(".py"):
-        return f"{_resolve_path(module_name, base_dir)}:{factory_name}"
+        return f"{resolve_path(module_name, base_dir)}:{factory_name}"
     return rest
 
 
