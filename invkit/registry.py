@@ -186,7 +186,10 @@ def _type_text(annotation: Any) -> str:
         return annotation
     if isinstance(annotation, type):
         return annotation.__name__
-    return str(annotation).replace("typing.", "").replace("collections.abc.", "")
+    text = str(annotation)
+    for module in ("typing.", "collections.abc.", "pathlib."):
+        text = text.replace(module, "")
+    return text
 
 
 def component_name(factory: Callable[..., Any], name: str | None) -> str:

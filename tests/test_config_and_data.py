@@ -147,3 +147,26 @@ def test_checkpoint_mismatch_is_summarized(tmp_path):
     user_models = Path(__file__).parent / "study_files" / "user_models.py"
     with pytest.raises(invkit.InvkitError, match="2 missing .*2 unexpected"):
         invkit.load_model(f"python:{user_models}:linear", checkpoint=str(path))
+
+
+def test_torchvision_and_torchscript_loaders_use_local_files(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(num_classes=10).eval()
+    torch.save(reference.state_dict(), tmp_path / "r18.pt")
+    loaded = invkit.load_model(
+        "torchvision:resnet18", weights_file=str(tmp_path / "r18.pt"), num_classes=10
+    )
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.module.eval()(x), reference(x))
+    prep = loaded.preprocessing  # from the DEFAULT weights' metadata
+    assert prep.input_size == (3, 224, 224) and prep.crop_pct == pytest.approx(224 / 256)
+    assert prep.num_classes == 10 and prep.class_names is None
+    torch.jit.script(reference).save(str(tmp_path / "r18.ts"))
+    scripted = invkit.load_model(f"torchscript:{tmp_path / 'r18.ts'}")
+    with torch.no_grad():
+        assert torch.equal(scripted.module(x), reference(x))
+    with pytest.raises(invkit.InvkitError, match="torchvision has no model 'resnet19'"):
+        invkit.load_model("torchvision:resnet19")

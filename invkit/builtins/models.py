@@ -119,7 +119,7 @@ def torchvision_model(
             + (f"; did you mean {', '.join(close)}?" if close else "")
         ) from None
     chosen = None
-    if weights is not None:
+    if weights:  # "" or None: random initialization
         try:
             chosen = weights_enum[weights] if weights != "DEFAULT" else weights_enum.DEFAULT
         except KeyError:
