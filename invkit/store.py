@@ -208,10 +208,6 @@ class Store:
             for r in rows
         ]
 
-    def clear_failures(self) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM failures")
-
     def set_config(self, config: dict[str, Any]) -> None:
         self.set_meta("config", json.dumps(config, sort_keys=True))
 
