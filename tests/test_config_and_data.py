@@ -170,3 +170,17 @@ def test_torchvision_and_torchscript_loaders_use_local_files(tmp_path):
         assert torch.equal(scripted.module(x), reference(x))
     with pytest.raises(invkit.InvkitError, match="torchvision has no model 'resnet19'"):
         invkit.load_model("torchvision:resnet19")
+
+
+def test_missing_and_empty_inputs_name_the_path(tmp_path):
+    with pytest.raises(invkit.InvkitError, match="image folder '.*nope' does not exist"):
+        invkit.load_dataset(f"imagefolder:{tmp_path / 'nope'}")
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(invkit.InvkitError, match="holds no images"):
+        invkit.load_dataset(f"imagefolder:{tmp_path / 'empty'}")
+    with pytest.raises(
+        invkit.InvkitError, match="weights file '.*missing.safetensors' does not exist"
+    ):
+        invkit.load_model("timm:resnet18", weights=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(invkit.InvkitError, match="checkpoint '.*gone.pt' does not exist"):
+        invkit.load_model("python:torch.nn:Identity", checkpoint=str(tmp_path / "gone.pt"))
