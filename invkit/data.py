@@ -80,7 +80,8 @@ def corrupt(image: torch.Tensor, corruption: str, severity: int, seed: int) -> t
 
 
 class PreparedDataset(Dataset):
-    """A dataset's items as ``(pixels (3, H, W), target, index)`` ready for one model."""
+    """A dataset's items ready for one model: pixels ``(3, H, W)`` at its input size, the target
+    class, the dataset index, and the read error and upsampling flag of ``__getitem__``."""
 
     def __init__(
         self,

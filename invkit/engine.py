@@ -122,6 +122,7 @@ def evaluate(
     mean = torch.tensor(prep.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(prep.std, device=device).view(1, -1, 1, 1)
     columns = torch.tensor(logit_index, device=device) if logit_index is not None else None
+    needed_outputs = max(logit_index) + 1 if logit_index is not None else 0  # known on the CPU
     use_amp = amp and device.type == "cuda"
     values: dict[tuple[str, str], list[torch.Tensor]] = {
         (t, m): [] for t, measures in cells.items() for m, _ in measures
@@ -168,9 +169,9 @@ def evaluate(
                     "check the weights and inputs" + (", or run without --amp" if use_amp else "")
                 )
             if columns is not None:
-                if logits.shape[1] <= int(columns.max()):
+                if logits.shape[1] < needed_outputs:
                     raise InvkitError(
-                        f"{label}: the class subset needs output {int(columns.max())}, but the "
+                        f"{label}: the class subset needs output {needed_outputs - 1}, but the "
                         f"model has {logits.shape[1]} outputs"
                     )
                 logits = logits[:, columns]

@@ -54,6 +54,11 @@ class Param:
     default: Any = REQUIRED
     annotation: Any = field(default=inspect.Parameter.empty, repr=False, compare=False)
 
+    @property
+    def is_path(self) -> bool:
+        """Annotated ``pathlib.Path`` (or ``Path | None``): a file the study resolves and hashes."""
+        return self.annotation is Path or Path in typing.get_args(self.annotation)
+
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` fits the annotation (as far as a config value can be checked)."""
         return value is self.default or _fits(value, self.annotation) is not False

@@ -136,7 +136,7 @@ class Study:
         params = dict(entry.params)
         files = {}
         for param in component.params:
-            if "Path" in param.type and isinstance(params.get(param.name), str):
+            if param.is_path and isinstance(params.get(param.name), str):
                 params[param.name] = resolve_path(params[param.name], base)
                 files[param.name] = path_digest(params[param.name])
         try:
@@ -169,7 +169,7 @@ class Study:
     def _cell_fingerprint(
         self, model: Prepared, dataset: Prepared, transform: str, measure: str
     ) -> str:
-        entries = self._entries
+        entries = self._entries  # transforms and measures by label
         return digest(
             {
                 "invkit": __version__,
@@ -234,7 +234,8 @@ class Study:
         from invkit.report import write_report
 
         outcome = StudyOutcome(self.out_dir)
-        store.set_config(self.config.to_dict())
+        config = self.config.to_dict()
+        store.set_config(config)
         store.set_meta("invkit_version", __version__)
         stored = store.cells()
         jobs, labels = [], []
@@ -270,7 +271,7 @@ class Study:
                     {"model": model_name, "dataset": dataset_name, "error": message}
                 )
                 self.echo(f"invkit: FAILED {model_name} × {dataset_name}: {message}")
-        outcome.report = write_report(self.out_dir, store, self.config.to_dict(), self.analyses)
+        outcome.report = write_report(self.out_dir, store, config, self.analyses)
         return outcome
 
     def _job(
