@@ -54,10 +54,27 @@ def file_sha256(path: str | Path) -> str:
 
 
 def existing_file(path: str | Path, what: str) -> Path:
+    """``path`` resolved, if it is a file; else an error that names it (and where it led)."""
     resolved = Path(path).expanduser().resolve()
-    if not resolved.is_file():
-        raise InvkitError(f"{what} {str(path)!r} does not exist (resolved to {resolved})")
-    return resolved
+    if resolved.is_file():
+        return resolved
+    shown = repr(str(path)) + ("" if str(resolved) == str(path) else f" (resolved to {resolved})")
+    if resolved.is_dir():
+        raise InvkitError(f"{what} {shown} is a folder, not a file; name the file inside it")
+    raise InvkitError(f"{what} {shown} does not exist")
+
+
+@contextmanager
+def readable_safetensors(path: Path) -> Iterator[None]:
+    """Turn safetensors' own error on a damaged file into one that names the file."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as error:
+        raise InvkitError(
+            f"{str(path)!r} is not a readable .safetensors file ({error}); re-export the weights"
+        ) from None
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -70,7 +87,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        with readable_safetensors(path):
+            return load_file(str(path), device="cpu")
     trusted = _TRUSTED.get()
     if trusted:
         warnings.warn(

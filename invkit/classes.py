@@ -18,12 +18,18 @@ from invkit.errors import InvkitError
 TIMM_SUBSETS = {"imagenet-r": "imagenet_r_indices.txt", "imagenet-a": "imagenet_a_indices.txt"}
 
 
+BY_NAME, BY_INDEX, BY_POSITION, BY_CLASS_MAP = "by name", "by index", "by position", "class_map"
+AS_GIVEN = "labels as given"  # a dataset without class names: its labels are model indices
+
+
 @dataclass(frozen=True)
 class LabelPlan:
-    """``targets[c]``: the target index of dataset class ``c``; ``logit_index``: columns kept."""
+    """``targets[c]``: the target index of dataset class ``c``; ``logit_index``: columns kept;
+    ``method``: how dataset classes were matched to model outputs (shown and stored)."""
 
     targets: tuple[int, ...] | None  # None: dataset labels are already model indices
     logit_index: tuple[int, ...] | None  # None: every logit
+    method: str = AS_GIVEN
 
     def target(self, label: int) -> int:
         if label < 0 or self.targets is None:
@@ -37,7 +43,7 @@ def timm_subset_indices(name: str) -> list[int]:
     return [int(line) for line in text.split()]
 
 
-def _read_class_map(path: Path, class_names: list[str] | None) -> dict[str, int]:
+def _class_map_pairs(path: Path) -> list[tuple[str, str]]:
     """A class map file: JSON ``{"folder": index or class name}``, or lines ``folder index``."""
     if not path.is_file():
         raise InvkitError(f"class map {str(path)!r} does not exist")
@@ -60,14 +66,28 @@ def _read_class_map(path: Path, class_names: list[str] | None) -> dict[str, int]
                         f"class map {path}:{number}: expected 'folder index', got {line!r}"
                     )
                 pairs.append((parts[0], parts[1]))
-    mapping = {}
-    for folder, target in pairs:
-        mapping[str(folder)] = _model_index(str(target), class_names, f"class map {path}")
-    return mapping
+    return [(str(folder), str(target)) for folder, target in pairs]
+
+
+def check_class_map(path: Path) -> None:
+    """Refuse a class map that is malformed or has a negative index, before any model loads
+    (an index past the model's outputs is refused once the model's outputs are known)."""
+    for _, target in _class_map_pairs(path):
+        if target.lstrip("-").isdigit():
+            _model_index(target, None, f"class map {path}")
+
+
+def _read_class_map(path: Path, class_names: list[str] | None) -> dict[str, int]:
+    return {
+        folder: _model_index(target, class_names, f"class map {path}")
+        for folder, target in _class_map_pairs(path)
+    }
 
 
 def _model_index(value: str, class_names: list[str] | None, where: str) -> int:
     if value.lstrip("-").isdigit():
+        if value.startswith("-"):
+            raise InvkitError(f"{where}: class index {value} is negative; model outputs start at 0")
         return int(value)
     if class_names and value in class_names:
         return class_names.index(value)
@@ -89,28 +109,42 @@ def _subset(subset: str, model_indices: list[int], class_names: list[str] | None
     return [_model_index(line, class_names, f"class subset {path}") for line in lines]
 
 
-def plan_labels(
-    dataset_classes: list[str] | None,
-    preprocessing: Preprocessing,
-    class_map: str | None = None,
-    class_subset: str | None = None,
-    context: str = "",
-) -> LabelPlan:
-    """Map dataset classes to model outputs; ``context`` (model and dataset) goes in errors."""
-    names = list(preprocessing.class_names) if preprocessing.class_names else None
-    num_classes = preprocessing.num_classes
-    prefix = f"{context}: " if context else ""
-    if dataset_classes is None:
-        model_indices = None
-    elif class_map is not None:
+def _is_index(name: str) -> bool:
+    return name.isascii() and name.isdigit()
+
+
+def _no_match_error(prefix: str, folders: list[str], outputs: int) -> InvkitError:
+    shown = ", ".join(folders[:8]) + (", …" if len(folders) > 8 else "")
+    example = "\n".join(f"    {folder} {i}" for i, folder in enumerate(folders[:3]))
+    return InvkitError(
+        f"{prefix}cannot tell which model output each class folder is: the dataset has "
+        f"{len(folders)} folder(s) ({shown}), the model has {outputs} outputs and no class "
+        "names, and the folder names are not class indices. Matching by position would need "
+        f"exactly {outputs} folders. Fix: name the folders by class index (3/ is output 3), or "
+        'give the dataset class_map = "classes.txt" with one line "FOLDER INDEX" per folder:\n'
+        f"{example}\n"
+        'and, if the folders are a subset of the model\'s classes, class_subset = "folders" to '
+        "take the softmax over those classes only"
+    )
+
+
+def _match(
+    dataset_classes: list[str],
+    names: list[str] | None,
+    num_classes: int | None,
+    class_map: str | None,
+    prefix: str,
+) -> tuple[list[int], str]:
+    """Model output index of each dataset class, and how it was found."""
+    if class_map is not None:
         mapping = _read_class_map(Path(class_map), names)
         missing = [c for c in dataset_classes if c not in mapping]
         if missing:
             raise InvkitError(
                 f"{prefix}class map {class_map} does not map the folder(s) {', '.join(missing[:5])}"
             )
-        model_indices = [mapping[c] for c in dataset_classes]
-    elif names is not None:
+        return [mapping[c] for c in dataset_classes], BY_CLASS_MAP
+    if names is not None:
         unmatched = [c for c in dataset_classes if c not in names]
         if unmatched:
             raise InvkitError(
@@ -119,22 +153,47 @@ def plan_labels(
                 f"{', '.join(names[:3])}); name the folders after the model's classes or give "
                 "a class_map file"
             )
-        model_indices = [names.index(c) for c in dataset_classes]
-    else:
-        if num_classes is not None and len(dataset_classes) > num_classes:
+        return [names.index(c) for c in dataset_classes], BY_NAME
+    if all(map(_is_index, dataset_classes)):
+        indices = [int(c) for c in dataset_classes]
+        if len(set(indices)) < len(indices):
             raise InvkitError(
-                f"{prefix}the dataset has {len(dataset_classes)} classes but the model only "
-                f"{num_classes} outputs; give a class_map file or check the model's num_classes"
+                f"{prefix}two class folders name the same class index ({', '.join(dataset_classes)}"
+                "); rename one, or give a class_map"
             )
-        model_indices = list(range(len(dataset_classes)))  # i-th class (sorted) → output i
+        return indices, BY_INDEX
+    if num_classes is None or len(dataset_classes) != num_classes:
+        raise _no_match_error(prefix, dataset_classes, num_classes or 0)
+    return list(range(len(dataset_classes))), BY_POSITION  # i-th folder (sorted) → output i
+
+
+def plan_labels(
+    dataset_classes: list[str] | None,
+    preprocessing: Preprocessing,
+    class_map: str | None = None,
+    class_subset: str | None = None,
+    context: str = "",
+) -> LabelPlan:
+    """Map dataset classes to model outputs, never by a guess: by the model's class names, by
+    folders named as class indices, through a class map, or by position only when the counts
+    are equal. ``context`` (model and dataset) goes in errors."""
+    names = list(preprocessing.class_names) if preprocessing.class_names else None
+    num_classes = preprocessing.num_classes
+    prefix = f"{context}: " if context else ""
+    if dataset_classes is None:
+        model_indices, method = None, AS_GIVEN
+    else:
+        model_indices, method = _match(dataset_classes, names, num_classes, class_map, prefix)
     if model_indices is not None and num_classes is not None:
         too_large = [i for i in model_indices if not 0 <= i < num_classes]
         if too_large:
             raise InvkitError(
-                f"{prefix}class index {too_large[0]} is outside the model's {num_classes} outputs"
+                f"{prefix}class index {too_large[0]} ({method}) is outside the model's "
+                f"{num_classes} outputs (0 to {num_classes - 1})"
             )
     if class_subset is None:
-        return LabelPlan(tuple(model_indices) if model_indices is not None else None, None)
+        targets = tuple(model_indices) if model_indices is not None else None
+        return LabelPlan(targets, None, method)
     if model_indices is None:
         raise InvkitError(f"{prefix}class_subset needs a dataset with named classes")
     subset = _subset(class_subset, model_indices, names)
@@ -144,4 +203,4 @@ def plan_labels(
         raise InvkitError(
             f"{prefix}class(es) {', '.join(outside[:5])} are not in class_subset {class_subset!r}"
         )
-    return LabelPlan(tuple(position[i] for i in model_indices), tuple(subset))
+    return LabelPlan(tuple(position[i] for i in model_indices), tuple(subset), method)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -10,7 +12,14 @@ from typing import Any
 
 import click
 
-from invkit.errors import InvkitError, plural
+from invkit.errors import (
+    EXIT_ERROR,
+    EXIT_STORAGE,
+    Interrupted,
+    InvkitError,
+    StorageError,
+    plural,
+)
 from invkit.plugins import PluginWarning, get_host, reset_host
 from invkit.registry import KINDS, Component
 
@@ -213,13 +222,15 @@ def study_command(
     )
     try:
         outcome = study.run()
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt) as stop:  # KeyboardInterrupt: raised by user code
+        if not isinstance(stop, Interrupted):
+            stop = Interrupted(signal.SIGINT, "SIGINT")
         click.echo(
-            f"\ninvkit: interrupted; completed cells are kept in {study.out_dir}. Run the same "
-            "command again to resume.",
+            f"\ninvkit: interrupted ({stop.name}); completed cells are kept in {study.out_dir}. "
+            "Run the same command again to resume.",
             err=True,
         )
-        raise SystemExit(130) from None
+        raise SystemExit(stop.exit_code) from None
     click.echo(
         f"invkit: {outcome.computed} cell(s) computed in {outcome.passes} pass(es), "
         f"{outcome.reused} reused; report: {outcome.report.get('report', study.out_dir)}"
@@ -249,14 +260,36 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(text, err=True)
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM raise ``Interrupted`` in this process (data-loader workers forked
+    from it keep the usual ``KeyboardInterrupt``), so both end a study the same way."""
+    main_process = os.getpid()
+
+    def stop(signal_number: int, frame: Any) -> None:
+        if os.getpid() != main_process:
+            raise KeyboardInterrupt
+        raise Interrupted(signal_number, signal.Signals(signal_number).name)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> None:
-    """Entry point of the ``invkit`` console script: errors become one clear line."""
+    """Entry point of the ``invkit`` console script: errors become one clear line, and each
+    kind of ending has its own exit status (docs/cli.md)."""
     warnings.showwarning = _show_warning
+    _stop_on_signals()
     try:
         cli(prog_name="invkit")
+    except Interrupted as stop:
+        click.echo(f"\ninvkit: interrupted ({stop.name})", err=True)
+        sys.exit(stop.exit_code)
+    except StorageError as error:
+        click.echo(f"invkit: storage error: {error}", err=True)
+        sys.exit(EXIT_STORAGE)
     except InvkitError as error:
         click.echo(f"invkit: error: {error}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":

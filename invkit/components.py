@@ -19,9 +19,13 @@ class Transform:
 
     ``transform(images)`` takes a float tensor ``(B, C, H, W)`` of pixels in [0, 1] and returns
     a list of tensors of the same shape, on the same device. ``num_views`` says how many.
+    ``C`` is the model's channel count: 3 (RGB) or 1 (luminance). ``channels`` lists the
+    counts the transform can act on (``None``: any); a study refuses a transform whose
+    ``channels`` exclude a model's before that model's first forward pass.
     """
 
     name: str = ""
+    channels: tuple[int, ...] | None = None
 
     @property
     def num_views(self) -> int:

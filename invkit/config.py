@@ -1,6 +1,7 @@
 """Study configuration: a TOML file read into plain dataclasses, with errors that name the key.
 
-``docs/config.md`` documents every key. Nothing in a config is evaluated: strings stay strings.
+``docs/config.md`` documents every key. Reading a config evaluates nothing; a ``python:`` model
+spec names code that the study will run (docs/reliability.md says which code is accepted).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from invkit.errors import InvkitError
+from invkit.preprocessing import check_preprocessing
 
 PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "mean", "std")
 CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast")
@@ -139,6 +141,10 @@ def _model(i: int, raw: Any) -> ModelEntry:
         _expect(f"{where}.preprocessing", raw.get("preprocessing", {}), Mapping, "a table")
     )
     _check_keys(f"{where}.preprocessing", preprocessing, list(PREPROCESSING_KEYS))
+    try:
+        check_preprocessing(preprocessing, where)
+    except InvkitError as error:
+        raise ConfigError(str(error)) from None
     return ModelEntry(
         name=_expect(f"{where}.name", raw.get("name", spec), str, "a string"),
         spec=spec,
@@ -173,12 +179,18 @@ def _dataset(i: int, raw: Any) -> DatasetEntry:
         spec=spec,
         params=dict(_expect(f"{where}.params", raw.get("params", {}), Mapping, "a table")),
         limit=limit,
-        seed=_expect(f"{where}.seed", raw.get("seed", 0), int, "an integer"),
+        seed=_non_negative(f"{where}.seed", raw.get("seed", 0)),
         class_map=_optional_str(f"{where}.class_map", raw.get("class_map")),
         class_subset=_optional_str(f"{where}.class_subset", raw.get("class_subset")),
         corruption=corruption,
         severity=severity,
     )
+
+
+def _non_negative(where: str, value: Any) -> int:
+    if _expect(where, value, int, "a non-negative integer") < 0:
+        raise ConfigError(f"{where} must be a non-negative integer; got {value}")
+    return value
 
 
 def _optional_str(where: str, value: Any) -> str | None:
@@ -216,9 +228,11 @@ def _run(raw: Any) -> RunOptions:
                 f"run.{f.name}", raw[f.name], type(default), f"a {type(default).__name__}"
             )
     options = RunOptions(**values)
+    if not options.out.strip():
+        raise ConfigError("run.out must name a folder; got an empty string")
     if options.batch_size < 1:
         raise ConfigError(f"run.batch_size must be at least 1; got {options.batch_size}")
-    for name in ("workers", "bootstrap", "max_views_per_forward", "min_free_mb"):
+    for name in ("workers", "bootstrap", "seed", "max_views_per_forward", "min_free_mb"):
         if getattr(options, name) < 0:
             raise ConfigError(f"run.{name} must be >= 0; got {getattr(options, name)}")
     return options

@@ -1,4 +1,5 @@
-"""From a dataset to batches a model can take: RGB float pixels at the model's input size.
+"""From a dataset to batches a model can take: float pixels at the model's input size, with the
+model's channel count (1: luminance, 3: RGB).
 
 Reading, decoding, resizing and cropping happen here, in data-loader workers; transforms,
 normalization and the forward pass happen on the device (``invkit.engine``). Corruptions
@@ -23,27 +24,59 @@ BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)  # CIFAR-10-C gaussian_blur, for 32-pixel
 CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)  # CIFAR-10-C contrast
 
 
-def to_rgb_tensor(image: Any, where: str) -> torch.Tensor:
-    """A PIL image or tensor → float ``(3, H, W)`` in [0, 1]; gray and RGBA become RGB."""
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
+HIGH_DEPTH_MAX = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+
+
+def _high_depth_pixels(image: Any, where: str) -> torch.Tensor:
+    """A 16-bit (or 32-bit integer, or float) grayscale PIL image as float ``(1, H, W)`` in
+    [0, 1], scaled by its bit depth (PIL's convert("L") would clip it to white)."""
+    array = np.asarray(image).astype(np.float64)
+    if image.mode in HIGH_DEPTH_MAX:
+        scale = HIGH_DEPTH_MAX[image.mode]
+    elif image.mode == "I" and array.min() >= 0 and array.max() <= 65535:
+        scale = 65535  # 16-bit files that PIL opens as 32-bit integers
+    elif image.mode == "F" and array.min() >= 0 and array.max() <= 1:
+        scale = 1
+    else:
+        raise InvkitError(
+            f"{where}: a {image.mode!r} image with values {array.min():g} to {array.max():g} has "
+            "no known pixel range; save it as 8- or 16-bit PNG"
+        )
+    return torch.from_numpy(array / scale).float().unsqueeze(0)
+
+
+def to_tensor(image: Any, channels: int, where: str) -> torch.Tensor:
+    """A PIL image or tensor → float ``(channels, H, W)`` in [0, 1].
+
+    For 3 channels, gray becomes RGB and alpha is dropped. For 1 channel, colour becomes
+    luminance exactly as PIL's ``convert("L")`` makes it, and a gray image passes unchanged.
+    """
     if isinstance(image, torch.Tensor):
         tensor = image if image.is_floating_point() else image.float() / 255.0
+    elif getattr(image, "mode", "") in (*HIGH_DEPTH_MAX, "I", "F"):
+        tensor = _high_depth_pixels(image, where)
     else:
         from torchvision.transforms.functional import pil_to_tensor
 
-        if getattr(image, "mode", "RGB") != "RGB":
-            image = image.convert("RGB")
+        mode = "L" if channels == 1 else "RGB"
+        if image.mode != mode:
+            image = image.convert(mode)
         tensor = pil_to_tensor(image).float() / 255.0
     if tensor.ndim == 2:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 3:
         raise InvkitError(f"{where}: an image must be (C, H, W); got shape {tuple(tensor.shape)}")
-    if tensor.shape[0] == 1:
-        tensor = tensor.expand(3, -1, -1)
-    elif tensor.shape[0] == 4:
+    if tensor.shape[0] == 4:
         tensor = tensor[:3]
-    elif tensor.shape[0] != 3:
+    if tensor.shape[0] not in (1, 3):
         raise InvkitError(f"{where}: an image must have 1, 3 or 4 channels; got {tensor.shape[0]}")
-    return tensor
+    if tensor.shape[0] == channels:
+        return tensor
+    if channels == 3:
+        return tensor.expand(3, -1, -1)
+    weights = torch.tensor(LUMA, dtype=tensor.dtype).view(3, 1, 1)
+    return (tensor * weights).sum(dim=0, keepdim=True)
 
 
 def resize_and_crop(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
@@ -80,7 +113,7 @@ def corrupt(image: torch.Tensor, corruption: str, severity: int, seed: int) -> t
 
 
 class PreparedDataset(Dataset):
-    """A dataset's items ready for one model: pixels ``(3, H, W)`` at its input size, the target
+    """A dataset's items ready for one model: pixels ``(C, H, W)`` at its input size, the target
     class, the dataset index, and the read error and upsampling flag of ``__getitem__``."""
 
     def __init__(
@@ -114,7 +147,7 @@ class PreparedDataset(Dataset):
         where = getattr(self.dataset, "describe", lambda i: f"image {i}")(index)
         try:
             image, label = self.dataset[index]
-            original = to_rgb_tensor(image, where)
+            original = to_tensor(image, self.preprocessing.input_size[0], where)
             pixels = resize_and_crop(original, self.preprocessing)
         except InvkitError as error:
             problem = str(error)

@@ -48,3 +48,35 @@ class PluginError(InvkitError):
 
 class ComponentParameterError(InvkitError, TypeError):
     """A component was given a parameter it does not take, or a value of the wrong kind."""
+
+
+class StorageError(InvkitError):
+    """The results store or the report could not be read or written (disk full, read-only,
+    permission denied, folder deleted, damage). The CLI exits with ``EXIT_STORAGE``."""
+
+
+def unwritable_output(directory: object, error: OSError) -> StorageError:
+    """The one message for an output directory that cannot be written."""
+    return StorageError(
+        f"cannot write to the output directory {str(directory)!r} ({error.strerror or error}); "
+        "choose another with --out"
+    )
+
+
+EXIT_ERROR = 1  # a bad input, config or component: the message names it
+EXIT_STORAGE = 74  # sysexits' EX_IOERR: the output directory failed under the study
+EXIT_SIGNAL_BASE = 128  # 130 for Ctrl-C (SIGINT), 143 for SIGTERM
+
+
+class Interrupted(BaseException):
+    """The study was stopped by a signal (Ctrl-C or SIGTERM). A ``BaseException``, so that no
+    ``except Exception`` in invkit, a plugin or a user's model swallows it."""
+
+    def __init__(self, signal_number: int, name: str):
+        super().__init__(name)
+        self.signal_number = signal_number
+        self.name = name
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SIGNAL_BASE + self.signal_number

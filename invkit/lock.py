@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from invkit.errors import InvkitError
+from invkit.errors import InvkitError, unwritable_output
 
 LOCK_NAME = ".invkit.lock"
 
@@ -21,7 +21,10 @@ def exclusive(directory: Path) -> Iterator[None]:
     the holder exits, even after ``kill -9``, so a stale lock file never blocks a rerun.
     """
     path = directory / LOCK_NAME
-    handle = path.open("a+")
+    try:
+        handle = path.open("a+")
+    except OSError as error:
+        raise unwritable_output(directory, error) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

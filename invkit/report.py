@@ -7,6 +7,7 @@ report (and re-runs its analyses) without a single forward pass.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from invkit.analysis import AnalysisResult, GroupResult
+from invkit.errors import unwritable_output
+from invkit.paths import TEMPORARY_SUFFIX, check_writable, replacing
 from invkit.store import STORE_NAME, Store
 
 RESULT_COLUMNS = [
@@ -29,6 +32,7 @@ RESULT_COLUMNS = [
     "labeled",
     "skipped",
     "higher_is_invariant",
+    "matching",
 ]
 STATISTICS = ("pearson_r", "spearman_rho", "kendall_tau", "r_squared")
 
@@ -55,6 +59,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "-", text).strip("-")[:120]  # no dots, so no ".."
 
 
+def plot_name(text: str) -> str:
+    """A file name for a plot: a readable slug, and a short hash of the full text so that
+    labels the slug makes equal (``net/a`` and ``net a``) never share a file."""
+    return f"{_slug(text)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.png"
+
+
 def _format(value: Any, digits: int = 4) -> str:
     if value is None:
         return ""
@@ -64,10 +74,15 @@ def _format(value: Any, digits: int = 4) -> str:
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+    with replacing(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with replacing(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def correlation_rows(results: list[tuple[str, AnalysisResult]]) -> list[dict[str, Any]]:
@@ -187,8 +202,11 @@ def plot_group(group: GroupResult, name: str, result: AnalysisResult, path: Path
     )
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    try:
+        with replacing(path) as temporary:
+            figure.savefig(temporary, format="png")
+    finally:
+        plt.close(figure)
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -226,7 +244,7 @@ def markdown_report(
     pairs = [(t["name"], m["name"]) for t in config["transforms"] for m in config["measures"]]
     by_key = {(r["model"], r["dataset"], r["transform"], r["measure"]): r for r in table}
     for dataset in (d["name"] for d in config["datasets"]):
-        header = ["model", "accuracy", *(f"{t} {m}" for t, m in pairs)]
+        header = ["model", "accuracy", "classes", *(f"{t} {m}" for t, m in pairs)]
         rows = []
         for model in (m["name"] for m in config["models"]):
             cells = [by_key.get((model, dataset, t, m)) for t, m in pairs]
@@ -237,6 +255,7 @@ def markdown_report(
                 [
                     model,
                     _format(present[0]["accuracy"]),
+                    present[0]["matching"],
                     *(_format(c["value"]) if c else "" for c in cells),
                 ]
             )
@@ -304,14 +323,20 @@ def markdown_report(
 def write_report(
     out_dir: Path, store: Store, config: Mapping[str, Any], analyses: Mapping[str, Any]
 ) -> dict[str, Path]:
-    """Write every output file from the store; returns their paths by name."""
+    """Write every output file from the store; returns their paths by name.
+
+    Each file is written under a temporary name and renamed into place, report.md last, and
+    plots no longer linked are removed only after it: a report killed or failed half-way
+    leaves the previous one whole, every link of it resolving.
+    """
     table = results_table(store, config)
     rows = [{**row, "invariance": row["value"]} for row in table]
     results = [(name, analysis(rows)) for name, analysis in analyses.items()]
     plots_dir = out_dir / "plots"
-    plots_dir.mkdir(exist_ok=True)
-    for old in plots_dir.glob("*.png"):
-        old.unlink()
+    try:
+        plots_dir.mkdir(exist_ok=True)
+    except OSError as error:
+        raise unwritable_output(plots_dir, error) from None
     plots: dict[tuple[str, int], str] = {}
     for name, result in results:
         if result.analysis == "predict_accuracy":
@@ -319,7 +344,7 @@ def write_report(
         for index, group in enumerate(result.groups):
             if group.n == 0:
                 continue
-            file_name = _slug(f"{name}-{'-'.join(group.group.values())}") + ".png"
+            file_name = plot_name(f"{name}-{'-'.join(group.group.values())}")
             plot_group(group, name, result, plots_dir / file_name)
             plots[(name, index)] = f"plots/{file_name}"
     paths = {
@@ -347,13 +372,16 @@ def write_report(
         ],
         prediction_rows(results),
     )
-    paths["analyses"].write_text(
-        json.dumps({name: result.to_dict() for name, result in results}, indent=2, allow_nan=False)
+    _write_text(
+        paths["analyses"],
+        json.dumps({name: result.to_dict() for name, result in results}, indent=2, allow_nan=False),
     )
     failures = store.failures()
-    paths["report"].write_text(
-        markdown_report(config, table, results, plots, failures), encoding="utf-8"
-    )
+    _write_text(paths["report"], markdown_report(config, table, results, plots, failures))
+    linked = {Path(path).name for path in plots.values()}
+    for old in plots_dir.iterdir():
+        if old.name not in linked and (old.suffix == ".png" or TEMPORARY_SUFFIX in old.name):
+            old.unlink(missing_ok=True)
     return paths
 
 
@@ -367,6 +395,7 @@ def rerender(out_dir: str | Path) -> dict[str, Path]:
         raise InvkitError(
             f"{str(out_dir)!r} holds no {STORE_NAME}; run `invkit study` into it first"
         )
+    check_writable(out_dir)
     store = Store(out_dir / STORE_NAME)
     try:
         config = store.config()

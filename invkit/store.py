@@ -4,10 +4,17 @@ Each model × dataset pass writes all its cells (and their per-sample rows) in o
 so a killed study leaves either a whole pass or none of it. WAL journaling keeps the file
 readable while a study writes. A cell carries the fingerprint of everything that determines
 its value; a rerun skips cells whose fingerprint is unchanged.
+
+The store knows when it is not whole: it is opened with SQLite's ``quick_check``; each cell row
+carries a checksum of its values and its per-sample rows, verified before the cell is reused;
+and the file's identity (device, inode) is checked after each write, so a store deleted or
+replaced under a running study is an error, not a quiet loss. Any SQLite or file-system
+failure is a ``StorageError`` that names the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,10 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from invkit.errors import InvkitError
+from invkit.errors import InvkitError, StorageError
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,7 +37,7 @@ CREATE TABLE IF NOT EXISTS cells (
     value REAL, low REAL, high REAL,
     accuracy REAL, images INTEGER NOT NULL, labeled INTEGER NOT NULL, skipped INTEGER NOT NULL,
     higher_is_invariant INTEGER, per_sample INTEGER NOT NULL,
-    seconds REAL, finished TEXT NOT NULL,
+    seconds REAL, matching TEXT NOT NULL, finished TEXT NOT NULL, checksum TEXT NOT NULL,
     PRIMARY KEY (model, dataset, transform, measure)
 );
 CREATE TABLE IF NOT EXISTS samples (
@@ -74,6 +81,7 @@ class Cell:
     higher_is_invariant: bool | None
     per_sample: bool
     seconds: float
+    matching: str = ""  # how dataset classes were matched to model outputs (invkit.classes)
     finished: str = ""
 
     @property
@@ -88,6 +96,21 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _checksum(row: Sequence[Any], samples: Iterable[tuple[int, float]]) -> str:
+    """SHA-256 of a cell row (as SQLite stores it: booleans as 0/1) and its per-sample rows."""
+    values = [int(v) if isinstance(v, bool) else v for v in row]
+    text = json.dumps([values, list(samples)], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
 class Store:
     """A study's SQLite results file."""
 
@@ -95,14 +118,18 @@ class Store:
         self.path = Path(path)
         try:
             self.connection = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            problems = [row[0] for row in self.connection.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError(f"integrity check failed: {'; '.join(problems[:3])}")
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute("PRAGMA synchronous=FULL")
             self.connection.executescript(SCHEMA)
         except sqlite3.DatabaseError as error:
-            raise InvkitError(
-                f"cannot open the results store {str(self.path)!r}: {error} (remove it, or run "
-                "with --fresh, to start over)"
+            raise StorageError(
+                f"the results store {str(self.path)!r} is damaged or unreadable ({error}); move "
+                "it aside, or run with --fresh, to start over"
             ) from None
+        self.identity = _identity(self.path)
         stored = self.get_meta("schema_version")
         if stored is None:
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -117,13 +144,34 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.connection.execute("BEGIN IMMEDIATE")
+        """One atomic write; a storage failure (disk full, read-only, folder gone) becomes a
+        ``StorageError`` naming the file, and nothing of the transaction is kept."""
         try:
-            yield self.connection
-        except BaseException:
-            self.connection.execute("ROLLBACK")
-            raise
-        self.connection.execute("COMMIT")
+            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.connection
+            except BaseException:
+                if self.connection.in_transaction:
+                    self.connection.execute("ROLLBACK")
+                raise
+            self.connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise StorageError(
+                f"cannot write the results store {str(self.path)!r}: {error}; every pass stored "
+                "before this one is kept: free space or fix the folder's permissions, then rerun "
+                "to resume"
+            ) from None
+        self.check_identity()
+
+    def check_identity(self) -> None:
+        """Fail if the store file was deleted or replaced since it was opened: what this run
+        wrote would otherwise be lost without a word."""
+        if _identity(self.path) != self.identity:
+            raise StorageError(
+                f"the results store {str(self.path)!r} was deleted or replaced while the study "
+                "ran; the results written since then are not in it. Rerun the study to compute "
+                "them again"
+            )
 
     def get_meta(self, key: str) -> str | None:
         row = self.connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -132,6 +180,22 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def _samples(self, key: tuple[str, str, str, str]) -> list[tuple[int, float]]:
+        return self.connection.execute(
+            "SELECT idx, value FROM samples "
+            "WHERE model=? AND dataset=? AND transform=? AND measure=? ORDER BY idx",
+            key,
+        ).fetchall()
+
+    def damaged(self) -> list[tuple[str, str, str, str]]:
+        """Keys of the cells whose row or per-sample values no longer match their checksum."""
+        rows = self.connection.execute(f"SELECT {', '.join(CELL_COLUMNS)}, checksum FROM cells")
+        return [
+            tuple(row[:4])
+            for row in rows
+            if _checksum(row[:-1], self._samples(tuple(row[:4]))) != row[-1]
+        ]
 
     def cells(self) -> dict[tuple[str, str, str, str], Cell]:
         rows = self.connection.execute(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells")
@@ -162,10 +226,12 @@ class Store:
                     cell.key,
                 )
                 row = (*astuple(cell)[:-1], finished)
+                indices, values = samples.get(cell.key, ([], []))
+                checksum = _checksum(row, sorted(zip(indices, values, strict=True)))
                 db.execute(
-                    f"INSERT OR REPLACE INTO cells ({', '.join(CELL_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(CELL_COLUMNS))})",
-                    row,
+                    f"INSERT OR REPLACE INTO cells ({', '.join(CELL_COLUMNS)}, checksum) "
+                    f"VALUES ({', '.join('?' * (len(CELL_COLUMNS) + 1))})",
+                    (*row, checksum),
                 )
             for key, (indices, values) in samples.items():
                 db.executemany(

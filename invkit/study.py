@@ -27,16 +27,17 @@ from invkit.api import (
     split_spec,
 )
 from invkit.checkpoints import trusted_checkpoints
-from invkit.classes import plan_labels
+from invkit.classes import check_class_map, plan_labels
 from invkit.components import LoadedModel
 from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
 from invkit.data import PreparedDataset, make_loader, subset_indices
 from invkit.engine import evaluate, resolve_device
-from invkit.errors import InvkitError
+from invkit.errors import InvkitError, StorageError, unwritable_output
 from invkit.fingerprint import digest, path_digest
 from invkit.lock import exclusive
-from invkit.paths import resolve_path
+from invkit.paths import check_writable, resolve_path
 from invkit.plugins import get_host
+from invkit.preprocessing import check_channels, checked_model
 from invkit.store import STORE_NAME, Cell, Store
 
 OUTPUT_FILES = ("results.csv", "correlations.csv", "predictions.csv", "analyses.json", "report.md")
@@ -62,6 +63,15 @@ class StudyOutcome:
     forward_images: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     report: dict[str, Path] = field(default_factory=dict)
+
+
+def declared_channels(entry: ModelEntry) -> int | None:
+    """A model's channel count when the config states it (input_size, or timm's in_chans)."""
+    size = entry.preprocessing.get("input_size")
+    if size:
+        return size[0]
+    in_chans = entry.params.get("in_chans")
+    return in_chans if isinstance(in_chans, int) else None
 
 
 def _context(where: str, error: InvkitError) -> ConfigError:
@@ -96,6 +106,13 @@ class Study:
         self._versions: dict[tuple[str, str], str] = {}
         self._entries = {e.name: e for e in config.transforms + config.measures}
         self.models = [self._prepare("model", m) for m in config.models]
+        for entry in config.models:
+            channels = declared_channels(entry)
+            if channels is not None:
+                try:
+                    check_channels(self.transforms, channels, entry.name)
+                except InvkitError as error:
+                    raise ConfigError(str(error)) from None
         self.datasets = [self._prepare("dataset", d) for d in config.datasets]
         self._loaded: tuple[str, LoadedModel] | None = None
         self._dataset_cache: dict[str, Any] = {}
@@ -148,7 +165,7 @@ class Study:
             "spec": f"{scheme}:{rest}",
             "params": params,
             "files": files,
-            "spec_path": path_digest(rest) if rest and Path(rest).exists() else None,
+            "spec_code": self._spec_fingerprint(component, rest, where),
             "loader": self._component_version(kind, scheme),
         }
         if isinstance(entry, ModelEntry):
@@ -160,11 +177,29 @@ class Study:
                     value = resolve_path(value, base)
                     entry = dataclasses.replace(entry, **{name: value})
                     content[f"{name}_file"] = path_digest(value)
+            if entry.class_map is not None:
+                try:
+                    check_class_map(Path(entry.class_map))
+                except InvkitError as error:
+                    raise _context(where, error) from None
             options = dataclasses.asdict(entry)
             content.update(
                 {k: v for k, v in options.items() if k not in ("name", "spec", "params")}
             )
         return Prepared(entry, scheme, rest, params, digest(content))
+
+    @staticmethod
+    def _spec_fingerprint(component: Any, rest: str, where: str) -> Any:
+        """What the spec itself names (a file, a module's code), so editing it recomputes."""
+        if not rest:
+            return None
+        fingerprint = getattr(component.factory, "spec_fingerprint", None)
+        if fingerprint is None:
+            return path_digest(rest) if Path(rest).exists() else None
+        try:
+            return fingerprint(rest)
+        except InvkitError as error:
+            raise _context(where, error) from None
 
     def _cell_fingerprint(
         self, model: Prepared, dataset: Prepared, transform: str, measure: str
@@ -191,21 +226,20 @@ class Study:
             }
         )
 
-    def _check_output_dir(self) -> None:
-        """Fail now, not after hours of work, if results could not be written."""
+    def _make_output_dir(self) -> None:
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out_dir / ".invkit-write-test"
-            probe.write_text("ok")
-            probe.unlink()
         except OSError as error:
-            raise InvkitError(
-                f"cannot write to the output directory {str(self.out_dir)!r} "
-                f"({error.strerror or error}); choose another with --out"
-            ) from None
+            raise unwritable_output(self.out_dir, error) from None
+
+    def _check_output_dir(self) -> None:
+        """Fail now, not after hours of work, if results could not be written (run under the
+        directory's lock, so that simultaneous starts see "another study", not each other's
+        probe files)."""
+        check_writable(self.out_dir)
         free_mb = shutil.disk_usage(self.out_dir).free // 2**20
         if free_mb < self.run_options.min_free_mb:
-            raise InvkitError(
+            raise StorageError(
                 f"only {free_mb} MB free on the disk of {self.out_dir}; the study wants at least "
                 f"{self.run_options.min_free_mb} MB for its store and report (free some space, "
                 "choose another --out, or lower run.min_free_mb)"
@@ -220,8 +254,9 @@ class Study:
 
     def run(self) -> StudyOutcome:
         """Compute every missing cell, then write the report; failures are collected."""
-        self._check_output_dir()
+        self._make_output_dir()
         with exclusive(self.out_dir):
+            self._check_output_dir()
             if self.fresh:
                 self._clear_outputs()
             store = Store(self.out_dir / STORE_NAME)
@@ -238,6 +273,12 @@ class Study:
         store.set_config(config)
         store.set_meta("invkit_version", __version__)
         stored = store.cells()
+        damaged = set(store.damaged())
+        for key in sorted(damaged):
+            self.echo(
+                f"invkit: warning: stored cell {' × '.join(key)} fails its checksum (the store "
+                "was damaged); it is computed again"
+            )
         jobs, labels = [], []
         for model in self.models:
             for dataset in self.datasets:
@@ -248,6 +289,7 @@ class Study:
                         cell = stored.get((model.entry.name, dataset.entry.name, t, m))
                         if (
                             cell is not None
+                            and cell.key not in damaged
                             and cell.fingerprint == fingerprint
                             and (cell.per_sample or not self.run_options.per_sample)
                         ):
@@ -263,14 +305,19 @@ class Study:
                 f"{outcome.reused} cell(s) already in {self.out_dir / STORE_NAME}"
             )
         for result in self.executor(jobs):
+            if isinstance(result.error, StorageError):
+                raise result.error  # the store failed: no later pass could be kept either
             if not result.ok:
                 model_name, dataset_name = labels[result.index]
                 message = f"{type(result.error).__name__}: {result.error}"
+                if isinstance(result.error, SystemExit):
+                    message = f"SystemExit: the code called sys.exit({result.error.code!r})"
                 store.record_failure(model_name, dataset_name, message, result.traceback)
                 outcome.failures.append(
                     {"model": model_name, "dataset": dataset_name, "error": message}
                 )
                 self.echo(f"invkit: FAILED {model_name} × {dataset_name}: {message}")
+        store.check_identity()
         outcome.report = write_report(self.out_dir, store, config, self.analyses)
         return outcome
 
@@ -304,7 +351,7 @@ class Study:
                     for k, v in entry.preprocessing.items()
                 }
                 loaded.preprocessing = dataclasses.replace(loaded.preprocessing, **override)
-            self._loaded = (entry.name, loaded)
+            self._loaded = (entry.name, checked_model(loaded, self.transforms, entry.name))
         return self._loaded[1]
 
     def _dataset(self, dataset: Prepared) -> Any:
@@ -385,6 +432,7 @@ class Study:
                     higher_is_invariant=getattr(self.measures[m], "higher_is_invariant", None),
                     per_sample=run.per_sample,
                     seconds=evaluation.seconds,
+                    matching=plan.method,
                 )
             )
             if run.per_sample:
@@ -393,7 +441,9 @@ class Study:
         store.write_pass(cells, samples, predictions, evaluation.skipped)
         rate = evaluation.images / max(evaluation.seconds, 1e-9)
         accuracy = (
-            "unlabeled" if evaluation.accuracy is None else f"accuracy {evaluation.accuracy:.4f}"
+            "unlabeled"
+            if evaluation.accuracy is None
+            else f"accuracy {evaluation.accuracy:.4f} (classes {plan.method})"
         )
         notes = [f"{len(evaluation.skipped)} unreadable image(s) skipped"] * bool(
             evaluation.skipped

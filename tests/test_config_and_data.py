@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from timm.data import ImageNetInfo
@@ -13,7 +14,7 @@ import invkit
 from invkit.classes import plan_labels, timm_subset_indices
 from invkit.components import Preprocessing
 from invkit.config import ConfigError, load_config, parse_config
-from invkit.data import corrupt, resize_and_crop, subset_indices, to_rgb_tensor
+from invkit.data import corrupt, resize_and_crop, subset_indices, to_tensor
 
 MINIMAL = {"models": ["timm:resnet18"], "datasets": ["digits"], "transforms": ["rotation"],
            "measures": ["ei"]}  # fmt: skip
@@ -78,7 +79,7 @@ def test_unmatched_folders_and_class_maps(tmp_path):
     mapping.write_text("kitty cat\npuppy 1\n")
     assert plan_labels(["kitty", "puppy"], prep, class_map=str(mapping)).targets == (0, 1)
     anonymous = Preprocessing(num_classes=2)
-    with pytest.raises(invkit.InvkitError, match="3 classes but the model only 2 outputs"):
+    with pytest.raises(invkit.InvkitError, match="Matching by position would need exactly 2"):
         plan_labels(["a", "b", "c"], anonymous)
 
 
@@ -103,17 +104,51 @@ def test_corruptions_are_seeded_and_ordered_by_severity():
         assert (mild - image).abs().mean() < (strong - image).abs().mean()
 
 
-def test_images_become_rgb_at_the_model_size():
+def test_images_take_the_model_channel_count_at_the_model_size():
     from PIL import Image
 
     gray = Image.new("L", (40, 30), color=128)
     rgba = Image.new("RGBA", (40, 30), color=(255, 0, 0, 10))
-    assert to_rgb_tensor(gray, "x").shape == (3, 30, 40)
-    assert torch.equal(to_rgb_tensor(rgba, "x")[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    assert to_tensor(gray, 3, "x").shape == (3, 30, 40)
+    assert torch.equal(to_tensor(rgba, 3, "x")[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
     prep = Preprocessing(input_size=(3, 16, 16), crop_pct=0.8)
-    assert resize_and_crop(to_rgb_tensor(gray, "x"), prep).shape == (3, 16, 16)
+    assert resize_and_crop(to_tensor(gray, 3, "x"), prep).shape == (3, 16, 16)
+    # one channel: a gray file passes bit for bit; RGB becomes exactly PIL's convert("L")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+    rgb = Image.fromarray(pixels)
+    luminance = np.asarray(rgb.convert("L"), dtype=np.float32) / 255
+    assert torch.equal(to_tensor(rgb, 1, "x"), torch.from_numpy(luminance)[None])
+    gray_pixels = Image.fromarray(pixels[..., 0])
+    expected = torch.from_numpy(pixels[..., 0].astype(np.float32) / 255)[None]
+    assert torch.equal(to_tensor(gray_pixels, 1, "x"), expected)
+    # a float RGB tensor: the same ITU-R 601 weights, computed directly
+    tensor = torch.rand(3, 5, 6, generator=torch.Generator().manual_seed(1))
+    direct = 0.299 * tensor[0] + 0.587 * tensor[1] + 0.114 * tensor[2]
+    assert torch.allclose(to_tensor(tensor, 1, "x")[0], direct, atol=1e-7)
     assert subset_indices(100, 10, seed=1) == subset_indices(100, 10, seed=1)
     assert subset_indices(100, None, seed=1) is None
+
+
+def test_sixteen_bit_images_are_scaled_like_their_eight_bit_twin(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    eight = rng.integers(0, 256, size=(20, 24), dtype=np.uint8)
+    sixteen = eight.astype(np.uint16) * 257  # 255 → 65535: the same picture at 16 bits
+    Image.fromarray(eight).save(tmp_path / "eight.png")
+    Image.fromarray(sixteen).save(tmp_path / "sixteen.png")
+    with Image.open(tmp_path / "sixteen.png") as image:
+        assert image.mode.startswith("I")  # what Pillow gives: 16-bit gray, not 8-bit
+        high = to_tensor(image, 3, "sixteen.png")
+    with Image.open(tmp_path / "eight.png") as image:
+        low = to_tensor(image, 3, "eight.png")
+    assert high.shape == low.shape == (3, 20, 24)
+    assert torch.allclose(high, low, atol=1e-6)
+    assert abs(float(high.mean()) - eight.mean() / 255) < 1e-6  # not 99.6% white
+    weird = Image.fromarray(np.full((4, 4), 70000, dtype=np.int32), mode="I")
+    with pytest.raises(invkit.InvkitError, match="no known pixel range"):
+        to_tensor(weird, 1, "weird.tif")
 
 
 class Evil:

@@ -7,6 +7,8 @@ model's classes happens in ``invkit.classes``; resizing in ``invkit.data``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +29,38 @@ def _images_in(folder: Path) -> list[Path]:
     )
 
 
+MAX_PIXELS = 89_478_485  # Pillow's own default: about 0.25 GiB for a 24-bit image
+
+
+@contextmanager
+def _no_pillow_pixel_limit() -> Iterator[None]:
+    """Pillow's global bomb check off for one open: the dataset's own ``max_pixels`` decides,
+    with a message that names the file."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 class ImageFolder(Dataset):
     """Images in class subfolders (``DIR/<class>/*.jpg``), as ImageNet and its test sets ship.
 
     Folder names are the classes (matched to a model's classes by name, e.g. ImageNet WordNet
-    ids, or through a class map). A folder of images without subfolders is unlabeled.
+    ids, by index when all are integers, or through a class map). A folder of images without
+    subfolders is unlabeled. Images over ``max_pixels`` pixels are refused unread.
     """
 
     name = "imagefolder"
     resolve_spec = staticmethod(resolve_path)
 
-    def __init__(self, rest: str, labeled: bool = True):
+    def __init__(self, rest: str, labeled: bool = True, max_pixels: int = MAX_PIXELS):
+        if max_pixels < 1:
+            raise InvkitError(f"imagefolder max_pixels must be positive; got {max_pixels}")
+        self.max_pixels = max_pixels
         root = Path(rest).expanduser()
         if not rest or not root.is_dir():
             raise InvkitError(f"image folder {rest!r} does not exist or is not a folder")
@@ -64,10 +87,16 @@ class ImageFolder(Dataset):
 
         path, label = self.samples[index]
         try:
-            with Image.open(path) as image:
+            with _no_pillow_pixel_limit(), Image.open(path) as image:
+                if image.width * image.height > self.max_pixels:
+                    raise InvkitError(
+                        f"image {str(path)!r} is {image.width}×{image.height} pixels, over the "
+                        f"limit of {self.max_pixels:,} (a guard against decompression bombs; "
+                        "raise it with the dataset's params.max_pixels if the file is genuine)"
+                    )
                 image.load()
-                return image.convert("RGB"), label
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+                return image, label
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             raise InvkitError(f"cannot read image {str(path)!r}: {error}") from None
 
     def describe(self, index: int) -> str:
@@ -119,8 +148,6 @@ class TorchvisionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, label = self.dataset[index]
-        if hasattr(image, "convert"):
-            image = image.convert("RGB")
         return image, int(label)
 
 

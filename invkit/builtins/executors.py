@@ -11,7 +11,8 @@ from invkit.plugins import hookimpl
 
 
 class LocalExecutor:
-    """Run jobs one after the other in this process; a failing job does not stop the others."""
+    """Run jobs one after the other in this process; a failing job (even one whose code calls
+    ``sys.exit``) does not stop the others."""
 
     name = "local"
 
@@ -19,7 +20,7 @@ class LocalExecutor:
         for index, job in enumerate(jobs):
             try:
                 result = job()
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # a user's sys.exit() fails its job only
                 yield JobOutcome(index, error=error, traceback=traceback.format_exc())
             else:
                 yield JobOutcome(index, result=result)

@@ -7,18 +7,17 @@ Each returns an ``invkit.LoadedModel``: the module (normalized images → logits
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from invkit.checkpoints import existing_file, load_into
+from invkit.checkpoints import existing_file, load_into, readable_safetensors
 from invkit.components import LoadedModel, Preprocessing
 from invkit.errors import InvkitError
 from invkit.paths import resolve_path
 from invkit.plugins import hookimpl
+from invkit.usercode import import_factory, python_spec_fingerprint, split_python_spec
 
 
 def imagenet_class_names(num_classes: int | None) -> list[str] | None:
@@ -41,7 +40,7 @@ def timm_model(
 
     ``weights`` goes through timm's ``pretrained_cfg_overlay=dict(file=...)``, so the model
     keeps its pretrained configuration (input size, mean, std, crop); the preprocessing is
-    timm's resolved data config.
+    timm's resolved data config, with ``in_chans`` channels (1: grayscale input).
     """
     import timm
     from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_model_data_config
@@ -60,7 +59,8 @@ def timm_model(
         kwargs["pretrained_cfg_overlay"] = overlay
         pretrained = True
     try:
-        model = timm.create_model(rest, pretrained=pretrained, **kwargs)
+        with readable_safetensors(Path(weights or "")):
+            model = timm.create_model(rest, pretrained=pretrained, **kwargs)
     except RuntimeError as error:
         if "Unknown model" in str(error):
             close = difflib.get_close_matches(rest.split(".")[0], timm.list_models(), n=5)
@@ -80,12 +80,17 @@ def timm_model(
         class_names = list(ImageNetInfo(subset).label_names())
     elif model.num_classes == 1000:
         class_names = imagenet_class_names(1000)
+    input_size, mean, std = tuple(config["input_size"]), tuple(config["mean"]), tuple(config["std"])
+    if in_chans is not None and in_chans != input_size[0]:  # timm's config keeps 3 channels
+        input_size = (in_chans, *input_size[1:])
+        if in_chans == 1 and len(set(mean)) == 1 and len(set(std)) == 1:
+            mean, std = mean[:1], std[:1]  # the same for every channel: exact for one
     preprocessing = Preprocessing(
-        input_size=tuple(config["input_size"]),
+        input_size=input_size,
         interpolation=config.get("interpolation", "bilinear"),
         crop_pct=float(config.get("crop_pct", 0.875)),
-        mean=tuple(config["mean"]),
-        std=tuple(config["std"]),
+        mean=mean,
+        std=std,
         num_classes=model.num_classes,
         class_names=class_names if class_names and len(class_names) == model.num_classes else None,
     )
@@ -176,36 +181,9 @@ torchscript_model.name = "torchscript"  # type: ignore[attr-defined]
 torchscript_model.resolve_spec = resolve_path  # type: ignore[attr-defined]
 
 
-def _import_factory(rest: str) -> Any:
-    module_name, sep, factory_name = rest.rpartition(":")
-    if not sep or not module_name or not factory_name:
-        raise InvkitError(
-            f"python model spec {rest!r} must be MODULE:FACTORY, e.g. python:mypackage.models:build"
-            " or python:models.py:build"
-        )
-    if module_name.endswith(".py"):
-        path = existing_file(module_name, "model file")
-        spec = importlib.util.spec_from_file_location(f"invkit_user_model_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            raise InvkitError(
-                f"cannot import module {module_name!r} for python:{rest} ({error}); install it, "
-                "add its folder to PYTHONPATH, or give a file: python:path/to/models.py:FACTORY"
-            ) from None
-    factory = getattr(module, factory_name, None)
-    if not callable(factory):
-        raise InvkitError(f"module {module_name!r} has no callable {factory_name!r}")
-    return factory
-
-
 def _resolve_python_spec(rest: str, base_dir: Path) -> str:
-    module_name, sep, factory_name = rest.rpartition(":")
-    if sep and module_name.endswith(".py"):
+    module_name, factory_name = split_python_spec(rest)
+    if module_name.endswith(".py"):
         return f"{resolve_path(module_name, base_dir)}:{factory_name}"
     return rest
 
@@ -220,9 +198,10 @@ def python_model(
 
     ``FACTORY(**kwargs)`` returns a ``torch.nn.Module`` (or an ``invkit.LoadedModel`` to set its
     own preprocessing); ``checkpoint`` (safetensors, or tensors saved with ``torch.save``) is
-    loaded into it. Only the named module is imported.
+    loaded into it. Only the named module is imported, and only a model's code is accepted:
+    see ``invkit.usercode``.
     """
-    factory = _import_factory(rest)
+    factory = import_factory(rest)
     built = factory(**(kwargs or {}))
     if isinstance(built, LoadedModel):
         loaded = built
@@ -237,6 +216,7 @@ def python_model(
 
 python_model.name = "python"  # type: ignore[attr-defined]
 python_model.resolve_spec = _resolve_python_spec  # type: ignore[attr-defined]
+python_model.spec_fingerprint = python_spec_fingerprint  # type: ignore[attr-defined]
 
 
 @hookimpl

@@ -97,6 +97,7 @@ class Grayscale(Transform):
     """
 
     name = "grayscale"
+    channels = (3,)
 
     @property
     def num_views(self) -> int:
@@ -142,6 +143,16 @@ class Compose(Transform):
                     f"compose step {step!r} is neither a transform name nor a mapping with a "
                     "'name' key, e.g. {'name': 'rotation', 'angles': [90]}"
                 )
+
+    @property
+    def channels(self) -> tuple[int, ...] | None:
+        """The channel counts every step accepts (transforms keep the channel count)."""
+        accepted: set[int] | None = None
+        for step in self.steps:
+            own = getattr(step, "channels", None)
+            if own is not None:
+                accepted = set(own) if accepted is None else accepted & set(own)
+        return None if accepted is None else tuple(sorted(accepted))
 
     @property
     def num_views(self) -> int:
