@@ -4,6 +4,7 @@ third-party plugin packages (good and broken) installed with pip into a temporar
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 
 from invkit.plugins import reset_host
 
-FAKE_PLUGINS = Path(__file__).parent / "fake_plugins"
+HERE = Path(__file__).parent
+FAKE_PLUGINS = HERE / "fake_plugins"
 INVKIT_ENV = ("INVKIT_LOAD_PLUGINS", "INVKIT_DISABLE_PLUGINS", "INVKIT_STRICT_PLUGINS")
 
 
@@ -89,3 +91,20 @@ def wait_for_cells(store: Path, count: int, process: subprocess.Popen) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"the study did not reach {count} cell(s): {process.poll()}")
+
+
+def study_with(tmp_path: Path, model: str, datasets: int = 1, **run) -> Path:
+    shutil.copy(HERE / "study_files" / "user_models.py", tmp_path / "user_models.py")
+    lines = ['transforms = ["rotation"]', 'measures = ["ei"]', "", "[run]", "batch_size = 8"]
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in run.items()]
+    for spec in model.split(","):
+        lines += ["", "[[models]]", f'name = "{spec}"', f'spec = "python:user_models.py:{spec}"',
+                  "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }"]  # fmt: skip
+        if spec == "slow":  # about 4 s per pass: time for a test to act while it runs
+            lines.append("params = { kwargs = { seconds = 1.0 } }")
+    for i in range(datasets):
+        lines += ["", "[[datasets]]", f'name = "d{i}"', 'spec = "digits"', "params = { size = 16 }",
+                  "limit = 32", f"seed = {i}"]  # fmt: skip
+    path = tmp_path / "study.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

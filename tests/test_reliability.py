@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import random
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -28,7 +27,7 @@ from invkit.config import load_config, parse_config
 from invkit.data import PreparedDataset
 from invkit.study import Study
 
-from .conftest import run_cli, wait_for_cells
+from .conftest import run_cli, study_with, wait_for_cells
 
 HERE = Path(__file__).parent
 BASE = {
@@ -233,23 +232,6 @@ def _plan():
 
 def dataclasses_replace_run(config, **changes):
     return dataclasses.replace(config, run=dataclasses.replace(config.run, **changes))
-
-
-def study_with(tmp_path: Path, model: str, datasets: int = 1, **run) -> Path:
-    shutil.copy(HERE / "study_files" / "user_models.py", tmp_path / "user_models.py")
-    lines = ['transforms = ["rotation"]', 'measures = ["ei"]', "", "[run]", "batch_size = 8"]
-    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in run.items()]
-    for spec in model.split(","):
-        lines += ["", "[[models]]", f'name = "{spec}"', f'spec = "python:user_models.py:{spec}"',
-                  "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }"]  # fmt: skip
-        if spec == "slow":  # about 4 s per pass: time for a test to act while it runs
-            lines.append("params = { kwargs = { seconds = 1.0 } }")
-    for i in range(datasets):
-        lines += ["", "[[datasets]]", f'name = "d{i}"', 'spec = "digits"', "params = { size = 16 }",
-                  "limit = 32", f"seed = {i}"]  # fmt: skip
-    path = tmp_path / "study.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_a_failing_component_fails_its_passes_and_the_others_go_on(tmp_path):
