@@ -73,6 +73,11 @@ def check_preprocessing(values: Mapping[str, Any], where: str) -> None:
         if values.get(key) is not None:
             lengths[key] = len(_numbers(where, key, values[key], positive))
     for key, length in lengths.items():
+        if length not in CHANNELS:
+            raise InvkitError(
+                f"{where}: preprocessing.{key} has {length} values; give one per channel: 3 for "
+                "an RGB model, 1 for a grayscale one"
+            )
         if channels is not None and length != channels:
             raise InvkitError(
                 f"{where}: preprocessing.{key} has {length} value(s) but the model takes "

@@ -124,6 +124,11 @@ class Store:
             self.connection.execute("PRAGMA journal_mode=WAL")
             self.connection.execute("PRAGMA synchronous=FULL")
             self.connection.executescript(SCHEMA)
+        except sqlite3.OperationalError as error:  # the disk or the folder, not the file
+            raise StorageError(
+                f"cannot open the results store {str(self.path)!r} ({error}); check the free "
+                "space and the permissions of its folder"
+            ) from None
         except sqlite3.DatabaseError as error:
             raise StorageError(
                 f"the results store {str(self.path)!r} is damaged or unreadable ({error}); move "

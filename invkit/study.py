@@ -299,6 +299,9 @@ class Study:
                 if missing:
                     jobs.append(self._job(store, model, dataset, missing, outcome))
                     labels.append((model.entry.name, dataset.entry.name))
+        code = [f"{m.scheme}:{m.rest}" for m in self.models if m.scheme == "python"]
+        if jobs and code:
+            self.echo(f"invkit: the config runs this code: {', '.join(code)}")
         if jobs:
             self.echo(
                 f"invkit: {len(jobs)} model × dataset pass(es) to run on {self.device}, "

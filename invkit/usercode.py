@@ -32,7 +32,12 @@ def split_python_spec(rest: str) -> tuple[str, str]:
     return module_name, factory_name
 
 
+INVKIT_MODEL_MODULES = ("invkit.demo.models",)  # invkit's own model code: the demo's population
+
+
 def _forbidden_reason(module_name: str) -> str | None:
+    if module_name in INVKIT_MODEL_MODULES:
+        return None
     top = module_name.split(".")[0]
     if top in sys.stdlib_module_names or top == "__main__":
         return "is Python's standard library"

@@ -3,6 +3,7 @@ third-party plugin packages (good and broken) installed with pip into a temporar
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -96,7 +97,7 @@ def wait_for_cells(store: Path, count: int, process: subprocess.Popen) -> None:
 def study_with(tmp_path: Path, model: str, datasets: int = 1, **run) -> Path:
     shutil.copy(HERE / "study_files" / "user_models.py", tmp_path / "user_models.py")
     lines = ['transforms = ["rotation"]', 'measures = ["ei"]', "", "[run]", "batch_size = 8"]
-    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in run.items()]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in run.items()]
     for spec in model.split(","):
         lines += ["", "[[models]]", f'name = "{spec}"', f'spec = "python:user_models.py:{spec}"',
                   "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }"]  # fmt: skip

@@ -39,7 +39,20 @@ BASE = {
     "analyses": [{"name": "model_centric", "params": {"n_bootstrap": 10}}],
     "run": {"batch_size": 8, "device": "cpu"},
 }  # fmt: skip
-CONFIG_CASES = 240
+BAD_PREPROCESSING = [
+    {"input_size": [3, 0, 0]}, {"input_size": [2, 16, 16]}, {"input_size": [3, 16]},
+    {"input_size": [3.0, 16, 16]}, {"crop_pct": 0}, {"crop_pct": 1.5}, {"crop_pct": "full"},
+    {"mean": [0.5, 0.5]}, {"std": [0, 0, 0]}, {"std": [0.2, -0.1, 0.2]}, {"mean": ["a", 1, 2]},
+    {"interpolation": "cubic"}, {"input_size": [1, 16, 16], "mean": [0.5, 0.5, 0.5]},
+    {"mean": [0.5], "std": [0.5, 0.5]},
+]  # fmt: skip
+BAD_VALUES = [
+    ("run", "seed", -1), ("run", "batch_size", 0), ("run", "workers", -2), ("run", "out", " "),
+    ("run", "device", "tpu"), ("run", "executor", "ray2"), ("run", "bootstrap", -5),
+    ("dataset", "seed", -3), ("dataset", "limit", 0), ("dataset", "severity", 9),
+    ("dataset", "corruption", "fog"),
+]  # fmt: skip
+CONFIG_CASES = 400
 TOML_CASES = 60
 FUZZ_COUNTS: dict[str, int] = {}
 
@@ -67,7 +80,9 @@ def mutate(rng: random.Random) -> dict:
     """A config that is wrong in one way, chosen at random."""
     config = copy.deepcopy(BASE)
     places = [(p, v) for p, v in paths(config) if p]
-    kind = rng.choice(["type", "typo", "drop", "component", "param", "param_value"])
+    kind = rng.choice(
+        ["type", "typo", "drop", "component", "param", "param_value", "preprocessing", "value"]
+    )
     if kind == "drop":
         sections = ("models", "datasets", "transforms", "measures")
         where, key = rng.choice(
@@ -101,6 +116,12 @@ def mutate(rng: random.Random) -> dict:
             entry["name"] = entry["name"] + "z"
     elif kind == "param":
         config["transforms"][0] = {"name": "rotation", "params": {"angel": [90]}}
+    elif kind == "preprocessing":
+        config["models"][0]["preprocessing"] = rng.choice(BAD_PREPROCESSING)
+    elif kind == "value":
+        section, key, value = rng.choice(BAD_VALUES)
+        target = config["run"] if section == "run" else config["datasets"][0]
+        target[key] = value
     else:
         bad = rng.choice(
             [{"angles": "abc"}, {"angles": []}, {"interpolation": 3}, {"padding": "x"}]

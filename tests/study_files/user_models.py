@@ -8,8 +8,9 @@ from torch import nn
 from invkit import LoadedModel, Preprocessing
 
 
-def linear(size: int = 16, classes: int = 10):
-    """A linear classifier on flattened pixels: rotation changes its outputs."""
+def linear(size: int = 16, classes: int = 10, seed: int = 0):
+    """A linear classifier on flattened pixels (seeded): rotation changes its outputs."""
+    torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes))
 
 
@@ -68,3 +69,23 @@ def nan():
 def two_outputs(size: int = 16):
     """Two classes only: wrong for a ten-class dataset."""
     return linear(size, 2)
+
+
+def exits():
+    """User code that calls sys.exit (as an argparse-based script does)."""
+    raise SystemExit(2)
+
+
+class Flat(nn.Module):
+    def forward(self, x):
+        return x.flatten()
+
+
+def flat():
+    """Returns one flat vector for the whole batch: not (batch, classes)."""
+    return Flat()
+
+
+def other_linear():
+    """The linear classifier with other weights: a second model for a population."""
+    return linear(seed=5)

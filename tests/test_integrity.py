@@ -1,0 +1,398 @@
+"""Security and integrity: configs run only a model's code, edited model code is recomputed,
+a damaged or vanished store is noticed, storage faults and signals end in one clear line."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import invkit
+from invkit.config import ConfigError, load_config, parse_config
+from invkit.errors import EXIT_STORAGE, StorageError
+from invkit.report import rerender, write_report
+from invkit.study import Study
+from invkit.usercode import import_factory, python_spec_fingerprint
+
+from .conftest import run_cli, study_with, wait_for_cells
+
+INVKIT = str(Path(sys.executable).with_name("invkit"))
+
+
+def quiet_study(config_path: Path, **options) -> invkit.study.StudyOutcome:
+    return Study(load_config(config_path), progress=False, echo=lambda _: None, **options).run()
+
+
+# -- code in configs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["python:os:system", "python:subprocess:run", "python:builtins:eval", "python:invkit.cli:main"],
+)
+def test_a_config_cannot_name_system_code(tmp_path, spec):
+    marker = tmp_path / "owned.txt"
+    config = {
+        "models": [
+            {"name": "m", "spec": spec, "params": {"kwargs": {"command": f"id > {marker}"}}}
+        ],
+        "datasets": ["digits"],
+        "transforms": ["rotation"],
+        "measures": ["ei"],
+    }
+    with pytest.raises(ConfigError, match=r"is refused: .* (standard library|invkit itself)"):
+        Study(parse_config(config, base_dir=tmp_path), out_dir=tmp_path / "out", progress=False)
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_the_shell_command_of_the_report_is_refused_by_the_cli(tmp_path):
+    marker = tmp_path / "owned.txt"
+    (tmp_path / "evil.toml").write_text(
+        'transforms = ["rotation"]\nmeasures = ["ei"]\ndatasets = ["digits"]\n[[models]]\n'
+        f'spec = "python:os:system"\nparams = {{ kwargs = {{ command = "id > {marker}" }} }}\n'
+    )
+    result = run_cli("study", str(tmp_path / "evil.toml"), check=False)
+    assert result.returncode == 1 and not marker.exists()
+    assert "'os' is Python's standard library, not a model's code" in result.stderr
+
+
+def test_a_factory_re_exported_from_system_code_is_refused_before_the_call(tmp_path):
+    marker = tmp_path / "owned.txt"
+    (tmp_path / "sneaky.py").write_text("from os import system\nfrom subprocess import run\n")
+    sneaky = tmp_path / "sneaky.py"
+    with pytest.raises(invkit.InvkitError, match="'run' comes from 'subprocess', which is Python"):
+        invkit.load_model(f"python:{sneaky}:run", kwargs={"args": f"id > {marker}", "shell": True})
+    with pytest.raises(invkit.InvkitError, match="names a builtin_function_or_method"):
+        invkit.load_model(f"python:{sneaky}:system", kwargs={"command": f"id > {marker}"})
+    assert not marker.exists()
+    assert invkit.load_model("python:torch.nn:Identity").module is not None  # a Module class
+    assert callable(import_factory("invkit.demo.models:build"))  # the demo's own model code
+    with pytest.raises(invkit.InvkitError, match="'invkit.demo' is invkit itself"):
+        import_factory("invkit.demo:demo_config")
+
+
+def test_editing_a_model_file_recomputes_and_touching_it_does_not(tmp_path):
+    config = study_with(tmp_path, "linear")
+    lines: list[str] = []
+    first = Study(load_config(config), progress=False, echo=lines.append).run()
+    assert first.computed == 1
+    models = tmp_path / "user_models.py"
+    assert f"invkit: the config runs this code: python:{models}:linear" in lines
+    stat = models.stat()
+    os.utime(models, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, not changed
+    touched = quiet_study(config)
+    assert (touched.computed, touched.reused) == (0, 1)
+    text = models.read_text()
+    models.write_text(text.replace("seed: int = 0):", "seed: int = 1):"))  # other weights
+    edited = quiet_study(config)
+    assert (edited.computed, edited.reused) == (1, 0)
+
+
+def test_module_specs_fingerprint_their_source_and_distribution(tmp_path, monkeypatch):
+    package = tmp_path / "mymodels"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text("def build():\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = python_spec_fingerprint("mymodels.nets:build")
+    (package / "nets.py").write_text("def build():\n    return 1\n")
+    after = python_spec_fingerprint("mymodels.nets:build")
+    assert before["source"] != after["source"]
+    torch_print = python_spec_fingerprint("torch.nn:Identity")
+    assert f"torch=={torch.__version__.split('+')[0]}" in " ".join(torch_print["distribution"])
+
+
+# -- a store that knows it is whole ---------------------------------------------------------
+
+
+def test_a_flipped_bit_in_a_stored_value_is_recomputed_with_a_warning(tmp_path):
+    config = study_with(tmp_path, "linear", datasets=2)
+    quiet_study(config)
+    store = tmp_path / "invkit-results" / "results.sqlite"
+    db = sqlite3.connect(store)
+    (value,) = db.execute("SELECT value FROM cells WHERE dataset = 'd1'").fetchone()
+    db.close()
+    data = bytearray(store.read_bytes())
+    packed = struct.pack(">d", value)  # SQLite stores a REAL as a big-endian double
+    assert data.count(packed) == 1
+    data[data.index(packed) + 7] ^= 1  # the lowest bit of the mantissa
+    store.write_bytes(bytes(data))
+    lines: list[str] = []
+    rerun = Study(load_config(config), progress=False, echo=lines.append).run()
+    assert (rerun.computed, rerun.reused) == (1, 1)
+    assert any("linear × d1 × rotation × ei fails its checksum" in line for line in lines)
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT value FROM cells WHERE dataset = 'd1'").fetchone() == (value,)
+
+
+def test_random_bytes_in_the_store_are_detected(tmp_path):
+    config = study_with(tmp_path, "linear", datasets=3)
+    quiet_study(config)
+    store = tmp_path / "invkit-results" / "results.sqlite"
+    data = bytearray(store.read_bytes())
+    rng = random.Random(4)
+    start = rng.randrange(4096, len(data) - 4096)
+    data[start : start + 4096] = rng.randbytes(4096)
+    store.write_bytes(bytes(data))
+    result = run_cli("study", str(config), "--no-progress", check=False)
+    assert result.returncode == EXIT_STORAGE, result.stderr
+    assert "is damaged or unreadable" in result.stderr and "--fresh" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_store_deleted_during_the_run_is_reported(tmp_path):
+    config = study_with(tmp_path, "slow", datasets=3)
+    store = tmp_path / "invkit-results" / "results.sqlite"
+    process = subprocess.Popen(
+        [INVKIT, "study", str(config), "--no-progress"], stderr=subprocess.PIPE, text=True
+    )
+    wait_for_cells(store, 1, process)
+    store.unlink()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == EXIT_STORAGE
+    assert "was deleted or replaced while the study ran" in stderr
+    assert "cell(s) computed" not in stderr and "Traceback" not in stderr
+
+
+# -- storage faults ---------------------------------------------------------------------------
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_mid_run_is_one_line_and_keeps_the_stored_passes(tmp_path):
+    config = study_with(tmp_path, "linear", datasets=6, per_sample=True)
+    result = subprocess.run(
+        [INVKIT, "study", str(config), "--no-progress"],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(256 * 1024),
+        timeout=300,
+    )
+    assert result.returncode == EXIT_STORAGE, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "storage error" in line]
+    assert "results.sqlite" in line and "every pass stored before this one is kept" in line
+    assert "Traceback" not in result.stderr
+    stored = sqlite3.connect(tmp_path / "invkit-results" / "results.sqlite")
+    (kept,) = stored.execute("SELECT COUNT(*) FROM cells").fetchone()
+    assert 1 <= kept < 6
+    stored.close()
+    resumed = run_cli("study", str(config), "--no-progress")  # room again: it resumes
+    assert f"{6 - kept} cell(s) computed" in resumed.stdout and f"{kept} reused" in resumed.stdout
+
+
+def test_a_report_on_a_read_only_filesystem_is_one_line(tmp_path):
+    config = study_with(tmp_path, "linear")
+    quiet_study(config, out_dir=tmp_path / "mnt")
+    mount = subprocess.run(
+        ["mount", "-o", "bind,ro", str(tmp_path / "mnt"), str(tmp_path / "mnt")],
+        capture_output=True,
+    )
+    if mount.returncode:
+        pytest.skip(f"cannot bind-mount read-only here (needs root): {mount.stderr!r}")
+    try:
+        result = run_cli("report", str(tmp_path / "mnt"), check=False)
+        assert result.returncode == EXIT_STORAGE
+        assert "Read-only file system" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        subprocess.run(["umount", str(tmp_path / "mnt")], check=True)
+
+
+def test_a_report_that_fails_half_way_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    config = study_with(tmp_path, "linear,other_linear", datasets=3)
+    config.write_text(config.read_text() + '\n[[analyses]]\nname = "dataset_centric"\n')
+    out = tmp_path / "invkit-results"
+    quiet_study(config)
+    rerender(out)
+    before = (out / "report.md").read_text()
+    links = [line.split("(")[1].rstrip(")") for line in before.splitlines() if "![" in line]
+    assert len(links) >= 2
+
+    from matplotlib.figure import Figure
+
+    calls = []
+    real_savefig = Figure.savefig
+
+    def disk_full_on_second_plot(figure, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"half a png")  # the device fills up mid-file
+            raise OSError(28, "No space left on device")
+        return real_savefig(figure, path, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", disk_full_on_second_plot)
+    with pytest.raises(StorageError, match=r"cannot write '.*\.png' \(No space left on device\)"):
+        rerender(out)
+    assert (out / "report.md").read_text() == before
+    assert all((out / link).is_file() for link in links)
+    leftovers = [p.name for p in out.rglob("*invkit-tmp*")]
+    assert leftovers == []
+
+
+def test_plot_names_never_collide(tmp_path):
+    config = load_config(study_with(tmp_path, "linear", datasets=3))
+    import dataclasses
+
+    models = tuple(dataclasses.replace(config.models[0], name=n) for n in ("net/a", "net a"))
+    analyses = parse_config(
+        {"models": ["x"], "datasets": ["x"], "transforms": ["x"], "measures": ["x"],
+         "analyses": ["dataset_centric"]}
+    ).analyses  # fmt: skip
+    config = dataclasses.replace(config, models=models, analyses=analyses)
+    Study(config, out_dir=tmp_path / "o", progress=False, echo=lambda _: None).run()
+    assert len(list((tmp_path / "o" / "plots").glob("*.png"))) == 2
+
+
+def test_write_report_uses_temporary_names_only(tmp_path):
+    from invkit.store import Store
+
+    config = study_with(tmp_path, "linear")
+    quiet_study(config)
+    out = tmp_path / "invkit-results"
+    store = Store(out / "results.sqlite")
+    try:
+        paths = write_report(out, store, store.config(), {})
+    finally:
+        store.close()
+    assert paths["report"].is_file() and not list(out.glob(".*invkit-tmp"))
+
+
+# -- inputs read right or refused --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"crop_pct": 0}, r"preprocessing.crop_pct must be a number in \(0, 1\]"),
+        ({"input_size": [3, 0, 0]}, "preprocessing.input_size must be .channels, height, width"),
+        ({"std": [0, 0, 0]}, "preprocessing.std must be positive"),
+        ({"interpolation": "cubic"}, "preprocessing.interpolation 'cubic' is not one of"),
+    ],
+)
+def test_preprocessing_values_are_checked_when_the_config_is_read(tmp_path, change, message):
+    config = {"models": [{"spec": "timm:resnet18", "preprocessing": change}],
+              "datasets": ["digits"], "transforms": ["rotation"], "measures": ["ei"]}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"models\[0\]: " + message):
+        parse_config(config)
+
+
+def test_negative_class_map_entries_and_seeds_are_config_errors(tmp_path):
+    (tmp_path / "map.txt").write_text("a 0\nb -1\n")
+    config = {"models": ["timm:resnet18"], "transforms": ["rotation"], "measures": ["ei"],
+              "datasets": [{"spec": "digits", "class_map": "map.txt"}]}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"class map .*map.txt: class index -1 is negative"):
+        Study(parse_config(config, base_dir=tmp_path), progress=False)
+    with pytest.raises(ConfigError, match="run.seed must be >= 0; got -1"):
+        parse_config({**config, "run": {"seed": -1}})
+
+
+def test_wrongly_shaped_outputs_name_the_model_and_the_shape(tmp_path):
+    outcome = quiet_study(study_with(tmp_path, "flat"))
+    [failure] = outcome.failures
+    assert (
+        "model 'flat' returned (768,) for a batch of one (1, 3, 16, 16) image" in (failure["error"])
+    )
+
+
+def test_a_decompression_bomb_names_the_file_and_can_be_skipped(tmp_path):
+    folder = tmp_path / "set" / "0"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    Image.new("1", (20000, 20000)).save(folder / "bomb.png")  # 400 megapixels, 50 KB on disk
+    dataset = invkit.load_dataset(f"imagefolder:{tmp_path / 'set'}")
+    bomb = next(i for i in range(len(dataset)) if dataset.describe(i).endswith("bomb.png"))
+    with pytest.raises(invkit.InvkitError, match=r"bomb.png' is 20000×20000 pixels, over"):
+        dataset[bomb]
+    small = invkit.load_dataset(f"imagefolder:{tmp_path / 'set'}", max_pixels=100)
+    with pytest.raises(invkit.InvkitError, match="max_pixels"):
+        small[0]
+    config = study_with(tmp_path, "linear")
+    text = config.read_text().replace('spec = "digits"\nparams = { size = 16 }',
+                                      'spec = "imagefolder:set"')  # fmt: skip
+    config.write_text(text)
+    strict = quiet_study(config, out_dir=tmp_path / "strict")
+    assert "bomb.png" in strict.failures[0]["error"]
+    result = run_cli("study", str(config), "--skip-bad-images", "--no-progress")
+    assert "1 unreadable image(s) skipped" in result.stderr
+
+
+def test_checkpoint_paths_that_are_folders_or_garbage_say_so(tmp_path):
+    with pytest.raises(invkit.InvkitError, match=r"checkpoint '.*' is a folder, not a file"):
+        invkit.load_model("python:torch.nn:Identity", checkpoint=str(tmp_path))
+    garbage = tmp_path / "w.safetensors"
+    garbage.write_bytes(os.urandom(256))
+    with pytest.raises(invkit.InvkitError, match=r"w.safetensors' is not a readable .safetensors"):
+        invkit.load_model("python:torch.nn:Identity", checkpoint=str(garbage))
+    with pytest.raises(invkit.InvkitError, match=r"w.safetensors' is not a readable .safetensors"):
+        invkit.load_model("timm:resnet18", weights=str(garbage))
+
+
+# -- signals and exits ------------------------------------------------------------------------
+
+
+def test_sys_exit_in_user_code_fails_its_pass_only(tmp_path):
+    outcome = quiet_study(study_with(tmp_path, "exits,linear"))
+    assert outcome.computed == 1
+    [failure] = outcome.failures
+    assert failure["model"] == "exits" and "the code called sys.exit(2)" in failure["error"]
+
+
+def test_sigterm_ends_the_study_like_ctrl_c(tmp_path):
+    config = study_with(tmp_path, "slow", datasets=4)
+    process = subprocess.Popen(
+        [INVKIT, "study", str(config), "--no-progress"], stderr=subprocess.PIPE, text=True
+    )
+    wait_for_cells(tmp_path / "invkit-results" / "results.sqlite", 1, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert "interrupted (SIGTERM); completed cells are kept in" in stderr
+    assert "Run the same command again to resume" in stderr
+
+
+def test_ctrl_c_during_start_up_exits_130(tmp_path):
+    package = tmp_path / "slowimport"
+    package.mkdir()
+    (package / "__init__.py").write_text("import time\ntime.sleep(30)\n")
+    (package / "nets.py").write_text("")
+    (tmp_path / "study.toml").write_text(
+        'transforms = ["rotation"]\nmeasures = ["ei"]\ndatasets = ["digits"]\n'
+        'models = ["python:slowimport.nets:build"]\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    process = subprocess.Popen(
+        [INVKIT, "study", str(tmp_path / "study.toml")], stderr=subprocess.PIPE, text=True, env=env
+    )
+    time.sleep(4)  # in start-up: the config's module is being found
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted (SIGINT)" in stderr and "Aborted!" not in stderr
+
+
+def test_simultaneous_starts_see_the_lock_not_each_other(tmp_path):
+    config = study_with(tmp_path, "linear")
+    command = [INVKIT, "study", str(config), "--no-progress"]
+    runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [run.communicate(timeout=300)[1] for run in runs]
+    for run, stderr in zip(runs, errors, strict=True):
+        assert run.returncode == 0 or "another invkit study" in stderr, stderr
+        assert "cannot write to the output directory" not in stderr
