@@ -141,12 +141,13 @@ def _model(i: int, raw: Any) -> ModelEntry:
         _expect(f"{where}.preprocessing", raw.get("preprocessing", {}), Mapping, "a table")
     )
     _check_keys(f"{where}.preprocessing", preprocessing, list(PREPROCESSING_KEYS))
+    name = _expect(f"{where}.name", raw.get("name", spec), str, "a string")
     try:
-        check_preprocessing(preprocessing, where)
+        check_preprocessing(preprocessing, f"{where} ({name!r})")
     except InvkitError as error:
         raise ConfigError(str(error)) from None
     return ModelEntry(
-        name=_expect(f"{where}.name", raw.get("name", spec), str, "a string"),
+        name=name,
         spec=spec,
         params=dict(_expect(f"{where}.params", raw.get("params", {}), Mapping, "a table")),
         preprocessing=preprocessing,

@@ -289,7 +289,7 @@ def test_write_report_uses_temporary_names_only(tmp_path):
 def test_preprocessing_values_are_checked_when_the_config_is_read(tmp_path, change, message):
     config = {"models": [{"spec": "timm:resnet18", "preprocessing": change}],
               "datasets": ["digits"], "transforms": ["rotation"], "measures": ["ei"]}  # fmt: skip
-    with pytest.raises(ConfigError, match=r"models\[0\]: " + message):
+    with pytest.raises(ConfigError, match=r"models\[0\] \('timm:resnet18'\): " + message):
         parse_config(config)
 
 
