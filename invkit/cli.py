@@ -100,6 +100,8 @@ def plugins_command(include_builtins: bool, as_json: bool) -> None:
             click.echo(f"  FAILED: {info.error}")
         else:
             click.echo(f"  hooks: {', '.join(info.hooks) or '(none)'}")
+        if info.unknown_hooks:
+            click.echo(f"  unknown hooks (ignored): {', '.join(info.unknown_hooks)}")
 
 
 def _component_text(component: Component) -> list[str]:

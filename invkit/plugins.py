@@ -17,6 +17,7 @@ matter. Built-in plugins always load.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
@@ -61,6 +62,7 @@ class PluginInfo:
     builtin: bool
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
+    unknown_hooks: list[str] = field(default_factory=list)  # implemented, but no such hook
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,7 @@ class PluginInfo:
             "builtin": self.builtin,
             "hooks": self.hooks,
             "error": self.error,
+            "unknown_hooks": self.unknown_hooks,
         }
 
 
@@ -137,6 +140,7 @@ class PluginHost:
                 self.pm.register(module, name=name)
             except Exception as error:
                 self._fail(info, "import", error)
+        self._check_hook_names()
         for missing in sorted((self.allow or set()) - found):
             warnings.warn(
                 f"INVKIT_LOAD_PLUGINS names {missing!r}, but no installed distribution of that "
@@ -144,6 +148,29 @@ class PluginHost:
                 PluginWarning,
                 stacklevel=2,
             )
+
+    def _check_hook_names(self) -> None:
+        """A hook implementation with no such hook (``register_transform`` for
+        ``register_transforms``) would add nothing without a word: say so, naming the plugin
+        and the closest hook (pluggy's ``check_pending``, for every plugin at once)."""
+        known = [name for name in vars(self.pm.hook) if not name.startswith("_")]
+        specified = [name for name in known if getattr(self.pm.hook, name).has_spec()]
+        for name in sorted(set(known) - set(specified)):
+            for impl in getattr(self.pm.hook, name).get_hookimpls():
+                info = self._info.get(impl.plugin_name)
+                if info is None or impl.optionalhook or name in info.unknown_hooks:
+                    continue
+                info.unknown_hooks.append(name)
+                close = difflib.get_close_matches(name, specified, n=1)
+                message = (
+                    f"invkit plugin {info.name!r} {info.version} implements {name!r}, which is "
+                    "not an invkit hook, so it adds nothing"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + " (docs/hooks.md lists the hooks)"
+                )
+                if self.strict:
+                    raise PluginError(message)
+                warnings.warn(message, PluginWarning, stacklevel=3)
 
     def load_builtins(self) -> None:
         if self._builtins_loaded:

@@ -136,3 +136,19 @@ def test_cli_keeps_working_with_broken_plugins_and_fails_in_strict_mode(with_plu
     assert "invkit: error: invkit plugin 'invkit-broken-import'" in strict.stderr
     strict_env = run_cli("plugins", env=env | {"INVKIT_STRICT_PLUGINS": "1"}, check=False)
     assert strict_env.returncode == 1 and "failed to import" in strict_env.stderr
+
+
+def test_a_misspelt_hook_is_reported_not_ignored(with_plugin_site):
+    env = {"INVKIT_LOAD_PLUGINS": "invkit-misspelt"}
+    result = run_cli("plugins", env=env)
+    warning = (
+        "invkit: warning: invkit plugin 'invkit-misspelt' 0.3.0 implements 'register_transform', "
+        "which is not an invkit hook, so it adds nothing; did you mean 'register_transforms'?"
+    )
+    assert warning in result.stderr
+    assert "unknown hooks (ignored): register_transform" in result.stdout
+    listed = json.loads(run_cli("plugins", "--json", env=env).stdout)
+    assert listed[0]["unknown_hooks"] == ["register_transform"]
+    strict = run_cli("--strict-plugins", "list", "transforms", env=env, check=False)
+    assert strict.returncode == 1
+    assert "invkit: error: invkit plugin 'invkit-misspelt'" in strict.stderr
