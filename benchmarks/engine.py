@@ -18,9 +18,9 @@ from torch.utils.data import Dataset
 
 import invkit
 from invkit.classes import LabelPlan
-from invkit.components import LoadedModel, Preprocessing
 from invkit.data import PreparedDataset, make_loader
 from invkit.engine import evaluate, resolve_device
+from invkit.plugin.components import LoadedModel, Preprocessing
 
 
 class RandomImages(Dataset):

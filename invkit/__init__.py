@@ -16,9 +16,9 @@ from invkit.api import (
     load_dataset,
     load_model,
 )
-from invkit.components import JobOutcome, LoadedModel, Measure, Preprocessing, Transform
 from invkit.errors import InvkitError
-from invkit.plugins import hookimpl
+from invkit.plugin.components import JobOutcome, LoadedModel, Measure, Preprocessing, Transform
+from invkit.plugin.hookspecs import hookimpl
 
 try:
     __version__ = _metadata.version("invkit")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from invkit.components import Preprocessing
 from invkit.errors import InvkitError
+from invkit.plugin.components import Preprocessing
 
 TIMM_SUBSETS = {"imagenet-r": "imagenet_r_indices.txt", "imagenet-a": "imagenet_a_indices.txt"}
 

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from invkit.classes import LabelPlan
-from invkit.components import Preprocessing
 from invkit.errors import InvkitError
+from invkit.plugin.components import Preprocessing
 
 NOISE_SIGMA = (0.04, 0.06, 0.08, 0.09, 0.10)  # CIFAR-10-C gaussian_noise
 BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)  # CIFAR-10-C gaussian_blur, for 32-pixel images

@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from invkit.aggregate import per_sample
-from invkit.components import LoadedModel
 from invkit.errors import InvkitError
+from invkit.plugin.components import LoadedModel
 
 
 def resolve_device(name: str) -> torch.device:

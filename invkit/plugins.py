@@ -31,8 +31,8 @@ from typing import Any
 
 import pluggy
 
-from invkit import hookspecs
 from invkit.errors import PluginError
+from invkit.plugin import hookspecs
 from invkit.registry import KINDS, Registry, component_name, describe
 
 PROJECT = "invkit"
@@ -46,7 +46,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "invkit.builtins.executors",
 )
 
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class PluginWarning(UserWarning):

@@ -14,8 +14,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from invkit.components import LoadedModel
 from invkit.errors import InvkitError
+from invkit.plugin.components import LoadedModel
 
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
 CHANNELS = (1, 3)

@@ -28,7 +28,6 @@ from invkit.api import (
 )
 from invkit.checkpoints import trusted_checkpoints
 from invkit.classes import check_class_map, plan_labels
-from invkit.components import LoadedModel
 from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
 from invkit.data import PreparedDataset, make_loader, subset_indices
 from invkit.engine import evaluate, resolve_device
@@ -36,6 +35,7 @@ from invkit.errors import InvkitError, StorageError, unwritable_output
 from invkit.fingerprint import digest, path_digest
 from invkit.lock import exclusive
 from invkit.paths import check_writable, resolve_path
+from invkit.plugin.components import LoadedModel
 from invkit.plugins import get_host
 from invkit.preprocessing import check_channels, checked_model
 from invkit.store import STORE_NAME, Cell, Store

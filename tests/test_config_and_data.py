@@ -12,9 +12,9 @@ from timm.data import ImageNetInfo
 
 import invkit
 from invkit.classes import plan_labels, timm_subset_indices
-from invkit.components import Preprocessing
 from invkit.config import ConfigError, load_config, parse_config
 from invkit.data import corrupt, resize_and_crop, subset_indices, to_tensor
+from invkit.plugin.components import Preprocessing
 
 MINIMAL = {"models": ["timm:resnet18"], "datasets": ["digits"], "transforms": ["rotation"],
            "measures": ["ei"]}  # fmt: skip

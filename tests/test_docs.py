@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from invkit import hookspecs
+from invkit.plugin import hookspecs
 
 DOCS = Path(__file__).parent.parent / "docs"
 

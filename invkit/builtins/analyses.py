@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from invkit.analysis import DatasetCentric, ModelCentric, PredictAccuracy
-from invkit.plugins import hookimpl
+from invkit.plugin.hookspecs import hookimpl
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from invkit.errors import InvkitError
 from invkit.paths import resolve_path
-from invkit.plugins import hookimpl
+from invkit.plugin.hookspecs import hookimpl
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 

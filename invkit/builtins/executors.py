@@ -6,8 +6,8 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from invkit.components import JobOutcome
-from invkit.plugins import hookimpl
+from invkit.plugin.components import JobOutcome
+from invkit.plugin.hookspecs import hookimpl
 
 
 class LocalExecutor:

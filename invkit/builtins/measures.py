@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from invkit.components import Measure
 from invkit.errors import InvkitError
-from invkit.plugins import hookimpl
+from invkit.plugin.components import Measure
+from invkit.plugin.hookspecs import hookimpl
 
 
 def _as_probabilities(original: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from invkit.checkpoints import existing_file, load_into, readable_safetensors
-from invkit.components import LoadedModel, Preprocessing
 from invkit.errors import InvkitError
 from invkit.paths import resolve_path
-from invkit.plugins import hookimpl
+from invkit.plugin.components import LoadedModel, Preprocessing
+from invkit.plugin.hookspecs import hookimpl
 from invkit.usercode import import_factory, python_spec_fingerprint, split_python_spec
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import kornia
 import torch
 
-from invkit.components import Transform
 from invkit.errors import InvkitError
-from invkit.plugins import hookimpl
+from invkit.plugin.components import Transform
+from invkit.plugin.hookspecs import hookimpl
 
 INTERPOLATIONS = ("bilinear", "nearest")
 PADDINGS = ("zeros", "border", "reflection")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from invkit.components import LoadedModel, Preprocessing
+from invkit.plugin.components import LoadedModel, Preprocessing
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)

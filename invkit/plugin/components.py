@@ -1,7 +1,7 @@
 """Base classes and records that define the contracts between invkit and its plugins.
 
 Subclassing is optional (invkit only relies on the call signatures and attributes documented
-here and in ``invkit.hookspecs``), but these classes state the contract in one place.
+here and in ``invkit.plugin.hookspecs``), but these classes state the contract in one place.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from typing import Any
 import pluggy
 
 hookspec = pluggy.HookspecMarker("invkit")
+hookimpl = pluggy.HookimplMarker("invkit")  # what a plugin decorates its hook functions with
 
 Register = Callable[..., None]
 
