@@ -7,7 +7,7 @@ numbers it prints only show the mechanics; `invkit study` runs real models on re
 import torch
 
 import invkit
-from invkit.aggregate import per_sample, summarize
+from invkit.aggregate import summarize, view_average
 
 torch.manual_seed(0)
 images = torch.rand(64, 3, 32, 32)  # pixels in [0, 1], before normalization
@@ -25,7 +25,7 @@ with torch.no_grad():
         view_probs = [model(v).double().softmax(dim=1) for v in views]
         for measure_name in ("ei", "agreement", "js"):
             measure = invkit.get_measure(measure_name)
-            summary = summarize(per_sample(measure, original, view_probs), bootstrap=True)
+            summary = summarize(view_average(measure, original, view_probs), bootstrap=True)
             print(
                 f"{transform_name:>9} {measure_name:>9}: {summary.mean:.4f} "
                 f"[{summary.low:.4f}, {summary.high:.4f}] over {summary.n} images"

@@ -11,14 +11,17 @@ from invkit.api import (
     get_component,
     get_executor,
     get_measure,
+    get_shift,
     get_transform,
     list_components,
     load_dataset,
     load_model,
+    run_pass,
 )
 from invkit.errors import InvkitError
-from invkit.plugin.components import JobOutcome, LoadedModel, Measure, Preprocessing, Transform
+from invkit.plugin.components import LoadedModel, Measure, Preprocessing, Transform
 from invkit.plugin.hookspecs import hookimpl
+from invkit.plugin.passes import JobOutcome
 
 try:
     __version__ = _metadata.version("invkit")
@@ -37,9 +40,11 @@ __all__ = [
     "get_component",
     "get_executor",
     "get_measure",
+    "get_shift",
     "get_transform",
     "hookimpl",
     "list_components",
     "load_dataset",
     "load_model",
+    "run_pass",
 ]

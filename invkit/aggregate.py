@@ -14,7 +14,7 @@ from invkit.errors import InvkitError
 BOOTSTRAP_ELEMENTS_PER_CHUNK = 4_000_000  # bounds memory of the resampling index arrays
 
 
-def per_sample(
+def view_average(
     measure: Any,
     original: torch.Tensor,
     views: Sequence[torch.Tensor],

@@ -9,7 +9,7 @@ the datasets as points (one group per model, transform and measure).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,6 +60,7 @@ class AnalysisResult:
     analysis: str
     params: dict[str, Any]
     groups: list[GroupResult]
+    predicts: bool = False  # accuracy predictions (predict_accuracy), not correlations
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (NaN and infinities become ``None``)."""
@@ -99,6 +100,24 @@ class AnalysisResult:
                 )
             lines.extend(f"    note: {note}" for note in g.notes)
         return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """A Markdown table of the groups (the report shows it)."""
+        from invkit.analysis_render import to_markdown
+
+        return to_markdown(self)
+
+    def tables(self) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+        """Rows for correlations.csv and predictions.csv: ``{name: (columns, rows)}``."""
+        from invkit.analysis_render import tables
+
+        return tables(self)
+
+    def figures(self) -> Iterator[tuple[str, Any]]:
+        """``(name, matplotlib Figure)`` per group: accuracy against invariance."""
+        from invkit.analysis_render import figures
+
+        return figures(self)
 
 
 def _format_params(params: Mapping[str, Any]) -> str:
@@ -358,7 +377,7 @@ class PredictAccuracy(_AxesAnalysis):
                     "no prediction for " + ", ".join(m[self.points] for m in unlabeled)
                 )
             groups.append(result)
-        return AnalysisResult(self.name, self.params, groups)
+        return AnalysisResult(self.name, self.params, groups, predicts=True)
 
     def _predict(
         self,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invkit.errors import InvkitError, plural
 from invkit.plugins import get_host
 from invkit.registry import KINDS, Component
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from invkit.plugin.components import LoadedModel, Measure, Shift, Transform
+    from invkit.plugin.passes import PassResult, PassSpec
 
 
 def _kind(kind: str) -> str:
@@ -30,14 +36,19 @@ def list_components(kind: str | None = None) -> list[Component]:
     return registry.all(_kind(kind))
 
 
-def get_transform(name: str, **params: Any) -> Any:
+def get_transform(name: str, **params: Any) -> Transform:
     """Build the transform ``name`` with ``params``: ``get_transform("rotation", angles=[90])``."""
     return get_component("transform", name).create(**params)
 
 
-def get_measure(name: str, **params: Any) -> Any:
+def get_measure(name: str, **params: Any) -> Measure:
     """Build the measure ``name``: ``get_measure("ei")(original_probs, view_probs)``."""
     return get_component("measure", name).create(**params)
+
+
+def get_shift(name: str, **params: Any) -> Shift:
+    """Build the dataset shift ``name``: ``get_shift("contrast", severity=3)(image, seed)``."""
+    return get_component("shift", name).create(**params)
 
 
 def get_analysis(name: str, **params: Any) -> Any:
@@ -60,13 +71,21 @@ def split_spec(spec: str) -> tuple[str, str]:
     return scheme, rest
 
 
-def load_model(spec: str, **params: Any) -> Any:
+def load_model(spec: str, **params: Any) -> LoadedModel:
     """Load a model from a spec such as ``timm:resnet18``; returns an ``invkit.LoadedModel``."""
     scheme, rest = split_spec(spec)
     return get_component("model", scheme).create(rest, **params)
 
 
-def load_dataset(spec: str, **params: Any) -> Any:
+def load_dataset(spec: str, **params: Any) -> Dataset:
     """Load a dataset from a spec such as ``imagefolder:/data/val`` or ``digits``."""
     scheme, rest = split_spec(spec)
     return get_component("dataset", scheme).create(rest, **params)
+
+
+def run_pass(spec: PassSpec) -> PassResult:
+    """Run one model × dataset pass of a study (what an executor calls for each ``PassSpec``);
+    it writes nothing, and returns the pass's cells, per-sample values and predictions."""
+    from invkit.run.passes import run_pass as run
+
+    return run(spec)

@@ -174,6 +174,10 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch.")
 @click.option("--workers", type=click.IntRange(min=0), help="Data-loader worker processes.")
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA (off by default).")
+@click.option(
+    "--executor",
+    help="How passes run: local, processes, or a plugin's (default: run.executor, local).",
+)
 @click.option("--fresh", is_flag=True, help="Delete the stored results and start over.")
 @click.option("--per-sample", is_flag=True, default=None, help="Store per-image values too.")
 @click.option(
@@ -201,7 +205,7 @@ def study_command(
     import dataclasses
 
     from invkit.config import load_config
-    from invkit.study import Study
+    from invkit.run.study import Study
 
     if demo == (config is not None):
         raise click.UsageError("give either a CONFIG file or --demo")

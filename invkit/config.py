@@ -6,6 +6,7 @@ spec names code that the study will run (docs/reliability.md says which code is 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import tomllib
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from invkit.errors import InvkitError
 from invkit.preprocessing import check_preprocessing
 
 PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "mean", "std")
-CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast")
+SHIFT_SHORTHAND = ("corruption", "severity")  # corruption = NAME, severity = N: a shift
 
 
 class ConfigError(InvkitError):
@@ -33,6 +34,15 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class ComponentEntry:
+    """A transform, measure or analysis: a label, the component's name, its parameters."""
+
+    name: str
+    component: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
     name: str
     spec: str
@@ -41,17 +51,7 @@ class DatasetEntry:
     seed: int = 0
     class_map: str | None = None
     class_subset: str | None = None
-    corruption: str | None = None
-    severity: int = 1
-
-
-@dataclass(frozen=True)
-class ComponentEntry:
-    """A transform, measure or analysis: a label, the component's name, its parameters."""
-
-    name: str
-    component: str
-    params: dict[str, Any] = field(default_factory=dict)
+    shift: ComponentEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class RunOptions:
     bootstrap: int = 0
     seed: int = 0
     executor: str = "local"
+    executor_params: dict = field(default_factory=dict)
     max_views_per_forward: int = 0  # 0: all views of a batch in one forward pass
     skip_bad_images: bool = False
     trust_checkpoints: bool = False
@@ -85,7 +86,7 @@ class StudyConfig:
         """A JSON-ready form, stored with the results so ``invkit report`` can re-render."""
 
         def entries(items: tuple[Any, ...]) -> list[dict[str, Any]]:
-            return [dict(vars(item)) for item in items]
+            return [dataclasses.asdict(item) for item in items]
 
         return {
             "models": entries(self.models),
@@ -93,7 +94,7 @@ class StudyConfig:
             "transforms": entries(self.transforms),
             "measures": entries(self.measures),
             "analyses": entries(self.analyses),
-            "run": dict(vars(self.run)),
+            "run": dataclasses.asdict(self.run),
             "base_dir": str(self.base_dir),
         }
 
@@ -159,7 +160,7 @@ def _dataset(i: int, raw: Any) -> DatasetEntry:
     if isinstance(raw, str):
         return DatasetEntry(name=raw, spec=raw)
     _expect(where, raw, Mapping, 'a table such as { spec = "imagefolder:/data/val" }')
-    known = [f.name for f in fields(DatasetEntry)]
+    known = [f.name for f in fields(DatasetEntry)] + list(SHIFT_SHORTHAND)
     _check_keys(where, raw, known)
     if "spec" not in raw:
         raise ConfigError(f'{where} needs a spec, e.g. spec = "imagefolder:/data/val"')
@@ -167,14 +168,6 @@ def _dataset(i: int, raw: Any) -> DatasetEntry:
     limit = raw.get("limit")
     if limit is not None and (_expect(f"{where}.limit", limit, int, "a positive integer") < 1):
         raise ConfigError(f"{where}.limit must be a positive integer; got {limit}")
-    corruption = raw.get("corruption")
-    if corruption is not None and corruption not in CORRUPTIONS:
-        raise ConfigError(
-            f"{where}.corruption {corruption!r} is not one of {', '.join(CORRUPTIONS)}"
-        )
-    severity = _expect(f"{where}.severity", raw.get("severity", 1), int, "an integer 1 to 5")
-    if not 1 <= severity <= 5:
-        raise ConfigError(f"{where}.severity must be 1 to 5; got {severity}")
     return DatasetEntry(
         name=_expect(f"{where}.name", raw.get("name", spec), str, "a string"),
         spec=spec,
@@ -183,9 +176,27 @@ def _dataset(i: int, raw: Any) -> DatasetEntry:
         seed=_non_negative(f"{where}.seed", raw.get("seed", 0)),
         class_map=_optional_str(f"{where}.class_map", raw.get("class_map")),
         class_subset=_optional_str(f"{where}.class_subset", raw.get("class_subset")),
-        corruption=corruption,
-        severity=severity,
+        shift=_shift(where, raw),
     )
+
+
+def _shift(where: str, raw: Mapping[str, Any]) -> ComponentEntry | None:
+    """``shift = "name"`` or ``{ component = ..., params = { ... } }``; or the shorthand
+    ``corruption = NAME`` with ``severity = N`` (default 1)."""
+    if "shift" in raw:
+        if any(key in raw for key in SHIFT_SHORTHAND):
+            raise ConfigError(
+                f"{where} gives both shift and corruption/severity; keep one (corruption = NAME, "
+                "severity = N is short for shift = { component = NAME, params = { severity = N } })"
+            )
+        return _component(f"{where}.shift", None, raw["shift"])
+    if "corruption" not in raw:
+        if "severity" in raw:
+            raise ConfigError(f"{where}.severity needs a corruption (or use shift = {{ ... }})")
+        return None
+    name = _expect(f"{where}.corruption", raw["corruption"], str, "a shift's name")
+    severity = _expect(f"{where}.severity", raw.get("severity", 1), int, "an integer")
+    return ComponentEntry(name=name, component=name, params={"severity": severity})
 
 
 def _non_negative(where: str, value: Any) -> int:
@@ -198,8 +209,8 @@ def _optional_str(where: str, value: Any) -> str | None:
     return None if value is None else _expect(where, value, str, "a string")
 
 
-def _component(section: str, i: int, raw: Any) -> ComponentEntry:
-    where = f"{section}[{i}]"
+def _component(section: str, i: int | None, raw: Any) -> ComponentEntry:
+    where = section if i is None else f"{section}[{i}]"
     if isinstance(raw, str):
         return ComponentEntry(name=raw, component=raw)
     _expect(where, raw, Mapping, 'a name or a table such as { name = "...", params = {} }')
@@ -225,9 +236,8 @@ def _run(raw: Any) -> RunOptions:
     for f in fields(RunOptions):
         if f.name in raw:
             default = getattr(defaults, f.name)
-            values[f.name] = _expect(
-                f"run.{f.name}", raw[f.name], type(default), f"a {type(default).__name__}"
-            )
+            what = "a table" if isinstance(default, dict) else f"a {type(default).__name__}"
+            values[f.name] = _expect(f"run.{f.name}", raw[f.name], type(default), what)
     options = RunOptions(**values)
     if not options.out.strip():
         raise ConfigError("run.out must name a folder; got an empty string")

@@ -2,7 +2,7 @@
 model's channel count (1: luminance, 3: RGB).
 
 Reading, decoding, resizing and cropping happen here, in data-loader workers; transforms,
-normalization and the forward pass happen on the device (``invkit.engine``). Corruptions
+normalization and the forward pass happen on the device (``invkit.engine``). Dataset shifts
 (for dataset-centric studies) are applied here too, seeded per image.
 """
 
@@ -17,12 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from invkit.classes import LabelPlan
 from invkit.errors import InvkitError
-from invkit.plugin.components import Preprocessing
-
-NOISE_SIGMA = (0.04, 0.06, 0.08, 0.09, 0.10)  # CIFAR-10-C gaussian_noise
-BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)  # CIFAR-10-C gaussian_blur, for 32-pixel images
-CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)  # CIFAR-10-C contrast
-
+from invkit.plugin.components import Preprocessing, Shift
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
 HIGH_DEPTH_MAX = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
@@ -93,25 +88,6 @@ def resize_and_crop(image: torch.Tensor, preprocessing: Preprocessing) -> torch.
     return F.center_crop(resized, [height, width]).clamp(0, 1)
 
 
-def corrupt(image: torch.Tensor, corruption: str, severity: int, seed: int) -> torch.Tensor:
-    """A synthetic distribution shift at severity 1–5 (the CIFAR-10-C recipes)."""
-    level = severity - 1
-    if corruption == "gaussian_noise":
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn(image.shape, generator=generator) * NOISE_SIGMA[level]
-        return (image + noise).clamp(0, 1)
-    if corruption == "gaussian_blur":
-        from torchvision.transforms.v2 import functional as F
-
-        sigma = BLUR_SIGMA[level] * image.shape[-1] / 32
-        kernel = 2 * math.ceil(3 * sigma) + 1
-        return F.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
-    if corruption == "contrast":
-        mean = image.mean(dim=(-3, -2, -1), keepdim=True)
-        return ((image - mean) * CONTRAST[level] + mean).clamp(0, 1)
-    raise InvkitError(f"unknown corruption {corruption!r}")
-
-
 class PreparedDataset(Dataset):
     """A dataset's items ready for one model: pixels ``(C, H, W)`` at its input size, the target
     class, the dataset index, and the read error and upsampling flag of ``__getitem__``."""
@@ -122,8 +98,7 @@ class PreparedDataset(Dataset):
         preprocessing: Preprocessing,
         plan: LabelPlan,
         indices: list[int] | None = None,
-        corruption: str | None = None,
-        severity: int = 1,
+        shift: Shift | None = None,
         seed: int = 0,
         skip_bad: bool = False,
     ):
@@ -132,8 +107,7 @@ class PreparedDataset(Dataset):
         self.preprocessing = preprocessing
         self.plan = plan
         self.indices = indices if indices is not None else list(range(len(dataset)))  # type: ignore[arg-type]
-        self.corruption = corruption
-        self.severity = severity
+        self.shift = shift
         self.seed = seed
 
     def __len__(self) -> int:
@@ -154,9 +128,8 @@ class PreparedDataset(Dataset):
         except (OSError, ValueError, SyntaxError) as error:
             problem = f"cannot read {where}: {type(error).__name__}: {error}"
         else:
-            if self.corruption:
-                seed = self.seed * 1_000_003 + index
-                pixels = corrupt(pixels, self.corruption, self.severity, seed)
+            if self.shift is not None:
+                pixels = self.shift(pixels, image_seed(self.seed, index))
             upsampled = any(
                 have < want
                 for have, want in zip(original.shape[-2:], pixels.shape[-2:], strict=True)
@@ -165,6 +138,11 @@ class PreparedDataset(Dataset):
         if not self.skip_bad:
             raise InvkitError(f"{problem} (--skip-bad-images records and skips such files)")
         return torch.zeros(self.preprocessing.input_size), -1, index, problem, False
+
+
+def image_seed(dataset_seed: int, index: int) -> int:
+    """The seed a shift gets for one image: the same image, the same shift, in any batch."""
+    return dataset_seed * 1_000_003 + index
 
 
 def subset_indices(size: int, limit: int | None, seed: int) -> list[int] | None:

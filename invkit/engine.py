@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from invkit.aggregate import per_sample
+from invkit.aggregate import view_average
 from invkit.errors import InvkitError
 from invkit.plugin.components import LoadedModel
 
@@ -44,9 +44,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def autocast_enabled(amp: bool, device: torch.device) -> bool:
+    """bfloat16 autocast is used only on CUDA: ``amp`` on the CPU changes nothing (and so is
+    not part of a CPU run's fingerprints)."""
+    return amp and device.type == "cuda"
+
+
 @dataclass
 class ViewRecord:
-    """Per-sample predictions on one view (or the original), kept with ``--per-sample``."""
+    """Per-sample predictions on one view (or the original), kept with ``per_sample``."""
 
     prediction: list[torch.Tensor] = field(default_factory=list)
     confidence: list[torch.Tensor] = field(default_factory=list)
@@ -109,7 +115,7 @@ def evaluate(
     logit_index: Sequence[int] | None = None,
     amp: bool = False,
     max_views_per_forward: int = 0,
-    keep_views: bool = False,
+    per_sample: bool = False,
     label: str = "",
     progress: bool = True,
 ) -> Evaluation:
@@ -123,14 +129,14 @@ def evaluate(
     std = torch.tensor(prep.std, device=device).view(1, -1, 1, 1)
     columns = torch.tensor(logit_index, device=device) if logit_index is not None else None
     needed_outputs = max(logit_index) + 1 if logit_index is not None else 0  # known on the CPU
-    use_amp = amp and device.type == "cuda"
+    use_amp = autocast_enabled(amp, device)
     values: dict[tuple[str, str], list[torch.Tensor]] = {
         (t, m): [] for t, measures in cells.items() for m, _ in measures
     }
     view_names = ["original"] + [
         f"{t}/{i}" for t in cells for i in range(getattr(transforms[t], "num_views", 1))
     ]
-    records = {name: ViewRecord() for name in view_names} if keep_views else {}
+    records = {name: ViewRecord() for name in view_names} if per_sample else {}
     indices, targets, correct = [], [], []
     skipped: list[tuple[int, str]] = []
     upsampled = 0
@@ -194,8 +200,8 @@ def evaluate(
                 these = view_probs[offset : offset + count]
                 offset += count
                 for m, measure in measures:
-                    values[(t, m)].append(per_sample(measure, original, these, labels))
-            if keep_views:
+                    values[(t, m)].append(view_average(measure, original, these, labels))
+            if per_sample:
                 for name, p in zip(view_names, probs, strict=True):
                     conf, pred = p.max(dim=1)
                     records[name].prediction.append(pred)

@@ -42,10 +42,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "invkit.builtins.measures",
     "invkit.builtins.models",
     "invkit.builtins.datasets",
+    "invkit.builtins.shifts",
     "invkit.builtins.analyses",
     "invkit.builtins.executors",
 )
-
 
 
 class PluginWarning(UserWarning):

@@ -37,6 +37,7 @@ KINDS: dict[str, Kind] = {
         Kind("measure", "register_measures"),
         Kind("model", "register_models", takes_spec=True),
         Kind("dataset", "register_datasets", takes_spec=True),
+        Kind("shift", "register_shifts"),
         Kind("analysis", "register_analyses"),
         Kind("executor", "register_executors"),
     )

@@ -1,7 +1,10 @@
 """Tables (CSV, Markdown), plots and the analyses' JSON, written from the results store.
 
 Everything here reads the store, never the models: ``invkit report DIR`` re-renders a study's
-report (and re-runs its analyses) without a single forward pass.
+report (and re-runs its analyses) without a single forward pass. An analysis result is
+rendered by what it offers, whoever wrote it: ``to_dict()`` goes to analyses.json, its
+``to_markdown()`` (else its ``str()``) to report.md, its optional ``tables()`` to CSV files and
+its optional ``figures()`` to plots/.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import csv
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from invkit.analysis import AnalysisResult, GroupResult
-from invkit.errors import unwritable_output
+from invkit.analysis_render import format_value, markdown_table
+from invkit.errors import InvkitError, unwritable_output
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, replacing
 from invkit.store import STORE_NAME, Store
 
@@ -34,7 +39,6 @@ RESULT_COLUMNS = [
     "higher_is_invariant",
     "matching",
 ]
-STATISTICS = ("pearson_r", "spearman_rho", "kendall_tau", "r_squared")
 
 
 def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -65,14 +69,6 @@ def plot_name(text: str) -> str:
     return f"{_slug(text)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.png"
 
 
-def _format(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     with replacing(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
@@ -85,161 +81,76 @@ def _write_text(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-def correlation_rows(results: list[tuple[str, AnalysisResult]]) -> list[dict[str, Any]]:
-    rows = []
-    for name, result in results:
-        for group in result.groups:
-            row: dict[str, Any] = {
-                "analysis": name,
-                "kind": result.analysis,
-                **group.group,
-                "n": group.n,
-            }
-            for statistic, value in group.statistics.items():
-                row[statistic] = value
-            for statistic, (low, high) in group.intervals.items():
-                row[f"{statistic}_low"], row[f"{statistic}_high"] = low, high
-            if group.fit:
-                row.update(
-                    fit=group.fit["method"],
-                    slope=group.fit["slope"],
-                    intercept=group.fit["intercept"],
-                )
-            row["message"] = group.message or ""
-            rows.append(row)
-    return rows
+@dataclass
+class Section:
+    """What report.md shows for one analysis: its text and its figures' links."""
+
+    label: str
+    component: str
+    markdown: str
+    plots: list[tuple[str, str]] = field(default_factory=list)  # (title, relative path)
 
 
-CORRELATION_COLUMNS = [
-    "analysis",
-    "kind",
-    "model",
-    "dataset",
-    "transform",
-    "measure",
-    "n",
-    "pearson_r",
-    "pearson_r_low",
-    "pearson_r_high",
-    "pearson_p",
-    "spearman_rho",
-    "spearman_rho_low",
-    "spearman_rho_high",
-    "spearman_p",
-    "kendall_tau",
-    "kendall_p",
-    "r_squared",
-    "fit",
-    "slope",
-    "slope_low",
-    "slope_high",
-    "intercept",
-    "intercept_low",
-    "intercept_high",
-    "loo_mae",
-    "message",
-]
-
-
-def prediction_rows(results: list[tuple[str, AnalysisResult]]) -> list[dict[str, Any]]:
-    return [
-        {"analysis": name, **group.group, **prediction}
-        for name, result in results
-        for group in result.groups
-        for prediction in group.predictions
-    ]
-
-
-def plot_group(group: GroupResult, name: str, result: AnalysisResult, path: Path) -> None:
-    """Accuracy against invariance: labelled points, the fitted line, its bootstrap band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=110)
-    axes.scatter(group.x, group.y, s=22, color="tab:blue", zorder=3)
-    for x, y, label in zip(group.x, group.y, group.points, strict=True):
-        axes.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if group.band:
-        axes.fill_between(
-            group.band["x"],
-            group.band["low"],
-            group.band["high"],
-            color="tab:orange",
-            alpha=0.25,
-            label="95% bootstrap band",
-        )
-    if group.fit and group.x:
-        xs = group.band["x"] if group.band else sorted(group.x)
-        ys = [group.fit["intercept"] + group.fit["slope"] * x for x in xs]
-        stats = group.statistics
-        label = f"{group.fit['method']} fit: r = {stats['pearson_r']:.3f}"
-        if "pearson_r" in group.intervals:
-            low, high = group.intervals["pearson_r"]
-            label += f" [{low:.3f}, {high:.3f}]"
-        label += f", ρ = {stats['spearman_rho']:.3f}"
-        axes.plot(xs, ys, color="tab:orange", label=label)
-        axes.legend(fontsize=8, loc="best")
-    params = result.params
-    x_scale = (
-        f" ({params['scale_invariance']})"
-        if params.get("scale_invariance", "none") != "none"
-        else ""
-    )
-    y_scale = (
-        f" ({params['scale_accuracy']})" if params.get("scale_accuracy", "none") != "none" else ""
-    )
-    axes.set_xlabel(
-        f"invariance: {group.group.get('transform', '')} {group.group.get('measure', '')}{x_scale}"
-    )
-    axes.set_ylabel(f"accuracy{y_scale}")
-    title = ", ".join(
-        f"{k} {v}" for k, v in group.group.items() if k not in ("transform", "measure")
-    )
-    axes.set_title(
-        f"{name}: {title}" + ("" if not group.message else f"\n{group.message}"), fontsize=9
-    )
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
+def _save_figure(figure: Any, path: Path) -> None:
     try:
         with replacing(path) as temporary:
             figure.savefig(temporary, format="png")
     finally:
-        plt.close(figure)
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close(figure)  # a figure made with pyplot stays open until closed
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines.extend("| " + " | ".join(row) + " |" for row in rows)
-    return lines
+def _analysis_json(label: str, result: Any) -> Any:
+    value = result.to_dict()
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvkitError(
+            f"analysis {label!r} returned a to_dict() that is not strict JSON ({error}); "
+            "return numbers, strings, lists and dicts, with None for NaN"
+        ) from None
+    return value
 
 
-def _interval(group: GroupResult, statistic: str) -> str:
-    value = group.statistics.get(statistic)
-    if value is None:
-        return ""
-    text = f"{value:.3f}"
-    if statistic in group.intervals:
-        low, high = group.intervals[statistic]
-        text += f" [{low:.3f}, {high:.3f}]"
-    return text
+def render_analyses(
+    results: list[tuple[str, str, Any]], plots_dir: Path
+) -> tuple[list[Section], dict[str, tuple[list[str], list[dict[str, Any]]]], dict[str, Any]]:
+    """Report sections, merged CSV tables and analyses.json content from analysis results
+    ``(label, component, result)``, by what each result offers; its figures are saved."""
+    sections, tables, as_json = [], {}, {}
+    for label, component, result in results:
+        as_json[label] = _analysis_json(label, result)
+        to_markdown = getattr(result, "to_markdown", None)
+        text = to_markdown() if to_markdown is not None else f"```text\n{result}\n```"
+        section = Section(label, component, text)
+        for title, figure in getattr(result, "figures", list)():
+            file_name = plot_name(f"{label}-{title}")
+            _save_figure(figure, plots_dir / file_name)
+            section.plots.append((title, f"plots/{file_name}"))
+        for name, (columns, rows) in getattr(result, "tables", dict)().items():
+            merged_columns, merged_rows = tables.setdefault(name, (["analysis"], []))
+            merged_columns += [c for c in columns if c not in merged_columns]
+            merged_rows += [{"analysis": label, **row} for row in rows]
+        sections.append(section)
+    return sections, tables, as_json
 
 
 def markdown_report(
     config: Mapping[str, Any],
     table: list[dict[str, Any]],
-    results: list[tuple[str, AnalysisResult]],
-    plots: dict[tuple[str, int], str],
+    sections: list[Section],
+    csv_names: list[str],
     failures: list[dict[str, Any]],
 ) -> str:
     lines = ["# invkit study report", ""]
     n_models, n_datasets = len(config["models"]), len(config["datasets"])
+    files = ", ".join(f"`{name}`" for name in ["results.csv", *csv_names, "analyses.json"])
     lines.append(
         f"{n_models} model(s) × {n_datasets} dataset(s) × "
         f"{len(config['transforms'])} transform(s) × "
         f"{len(config['measures'])} measure(s): {len(table)} cell(s) in `{STORE_NAME}`. "
-        "Full tables: `results.csv`, `correlations.csv`, `predictions.csv`, `analyses.json`."
+        f"Full tables: {files}."
     )
     pairs = [(t["name"], m["name"]) for t in config["transforms"] for m in config["measures"]]
     by_key = {(r["model"], r["dataset"], r["transform"], r["measure"]): r for r in table}
@@ -254,66 +165,16 @@ def markdown_report(
             rows.append(
                 [
                     model,
-                    _format(present[0]["accuracy"]),
+                    format_value(present[0]["accuracy"]),
                     present[0]["matching"],
-                    *(_format(c["value"]) if c else "" for c in cells),
+                    *(format_value(c["value"]) if c else "" for c in cells),
                 ]
             )
         if rows:
-            lines += ["", f"## {dataset}", "", *_markdown_table(header, rows)]
-    for name, result in results:
-        lines += ["", f"## Analysis `{name}` ({result.analysis})", ""]
-        if result.analysis == "predict_accuracy":
-            rows = [
-                [
-                    " / ".join(group.group.values()),
-                    p["point"],
-                    _format(p["invariance"]),
-                    _format(p["accuracy"]),
-                    f"[{p['low']:.4f}, {p['high']:.4f}]",
-                    _format(group.statistics.get("loo_mae")),
-                ]
-                for group in result.groups
-                for p in group.predictions
-            ]
-            lines += (
-                _markdown_table(
-                    [
-                        "group",
-                        "predicted for",
-                        "invariance",
-                        "predicted accuracy",
-                        "95% prediction interval",
-                        "LOO MAE",
-                    ],
-                    rows,
-                )
-                if rows
-                else ["No unlabeled point to predict."]
-            )
-            continue
-        rows = [
-            [
-                " / ".join(group.group.values()),
-                str(group.n),
-                _interval(group, "pearson_r"),
-                _interval(group, "spearman_rho"),
-                _interval(group, "kendall_tau"),
-                _interval(group, "r_squared"),
-                group.message or "",
-            ]
-            for group in result.groups
-        ]
-        lines += _markdown_table(
-            ["group", "n", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "Kendall τ", "R²", "note"],
-            rows,
-        )
-        for index, group in enumerate(result.groups):
-            if (name, index) in plots:
-                lines += [
-                    "",
-                    f"![{name} {' / '.join(group.group.values())}]({plots[(name, index)]})",
-                ]
+            lines += ["", f"## {dataset}", "", *markdown_table(header, rows)]
+    for section in sections:
+        lines += ["", f"## Analysis `{section.label}` ({section.component})", "", section.markdown]
+        lines += [f"\n![{section.label} {title}]({path})" for title, path in section.plots]
     if failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {f['model']} × {f['dataset']}: {f['error']}" for f in failures]
@@ -331,54 +192,29 @@ def write_report(
     """
     table = results_table(store, config)
     rows = [{**row, "invariance": row["value"]} for row in table]
-    results = [(name, analysis(rows)) for name, analysis in analyses.items()]
+    components = {a["name"]: a["component"] for a in config["analyses"]}
+    results = [
+        (label, components.get(label, label), analysis(rows))
+        for label, analysis in analyses.items()
+    ]
     plots_dir = out_dir / "plots"
     try:
         plots_dir.mkdir(exist_ok=True)
     except OSError as error:
         raise unwritable_output(plots_dir, error) from None
-    plots: dict[tuple[str, int], str] = {}
-    for name, result in results:
-        if result.analysis == "predict_accuracy":
-            continue
-        for index, group in enumerate(result.groups):
-            if group.n == 0:
-                continue
-            file_name = plot_name(f"{name}-{'-'.join(group.group.values())}")
-            plot_group(group, name, result, plots_dir / file_name)
-            plots[(name, index)] = f"plots/{file_name}"
-    paths = {
-        "results": out_dir / "results.csv",
-        "correlations": out_dir / "correlations.csv",
-        "predictions": out_dir / "predictions.csv",
-        "analyses": out_dir / "analyses.json",
-        "report": out_dir / "report.md",
-    }
+    sections, tables, as_json = render_analyses(results, plots_dir)
+    paths = {"results": out_dir / "results.csv"}
     _write_csv(paths["results"], RESULT_COLUMNS, table)
-    _write_csv(paths["correlations"], CORRELATION_COLUMNS, correlation_rows(results))
-    _write_csv(
-        paths["predictions"],
-        [
-            "analysis",
-            "model",
-            "dataset",
-            "transform",
-            "measure",
-            "point",
-            "invariance",
-            "accuracy",
-            "low",
-            "high",
-        ],
-        prediction_rows(results),
-    )
-    _write_text(
-        paths["analyses"],
-        json.dumps({name: result.to_dict() for name, result in results}, indent=2, allow_nan=False),
-    )
+    for name, (columns, table_rows) in tables.items():
+        paths[name] = out_dir / f"{_slug(name)}.csv"
+        _write_csv(paths[name], columns, table_rows)
+    paths["analyses"] = out_dir / "analyses.json"
+    _write_text(paths["analyses"], json.dumps(as_json, indent=2, allow_nan=False))
+    csv_names = [paths[name].name for name in tables]
+    paths["report"] = out_dir / "report.md"
     failures = store.failures()
-    _write_text(paths["report"], markdown_report(config, table, results, plots, failures))
-    linked = {Path(path).name for path in plots.values()}
+    _write_text(paths["report"], markdown_report(config, table, sections, csv_names, failures))
+    linked = {Path(path).name for section in sections for _, path in section.plots}
     for old in plots_dir.iterdir():
         if old.name not in linked and (old.suffix == ".png" or TEMPORARY_SUFFIX in old.name):
             old.unlink(missing_ok=True)

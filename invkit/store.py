@@ -19,12 +19,13 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from invkit.errors import InvkitError, StorageError
+from invkit.plugin.passes import Cell
 
 STORE_NAME = "results.sqlite"
 SCHEMA_VERSION = "3"
@@ -60,33 +61,6 @@ CREATE TABLE IF NOT EXISTS failures (
     PRIMARY KEY (model, dataset)
 );
 """
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (model, dataset, transform, measure) result, as stored."""
-
-    model: str
-    dataset: str
-    transform: str
-    measure: str
-    fingerprint: str
-    value: float | None
-    low: float | None
-    high: float | None
-    accuracy: float | None
-    images: int
-    labeled: int
-    skipped: int
-    higher_is_invariant: bool | None
-    per_sample: bool
-    seconds: float
-    matching: str = ""  # how dataset classes were matched to model outputs (invkit.classes)
-    finished: str = ""
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.model, self.dataset, self.transform, self.measure)
 
 
 CELL_COLUMNS = [f.name for f in fields(Cell)]

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
 from invkit.config import ConfigError, load_config
-from invkit.study import Study
+from invkit.run.study import Study
 
 from .conftest import run_cli
 

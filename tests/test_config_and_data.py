@@ -1,4 +1,4 @@
-"""Config checking, class matching and subsets, datasets, corruptions and checkpoints."""
+"""Config checking, class matching and subsets, datasets, shifts and checkpoints."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from timm.data import ImageNetInfo
 import invkit
 from invkit.classes import plan_labels, timm_subset_indices
 from invkit.config import ConfigError, load_config, parse_config
-from invkit.data import corrupt, resize_and_crop, subset_indices, to_tensor
+from invkit.data import resize_and_crop, subset_indices, to_tensor
 from invkit.plugin.components import Preprocessing
 
 MINIMAL = {"models": ["timm:resnet18"], "datasets": ["digits"], "transforms": ["rotation"],
@@ -36,7 +36,10 @@ def test_minimal_config_and_defaults():
         ),
         ({"models": [{"name": "x"}]}, "models[0] needs a spec"),
         ({"datasets": [{"spec": "digits", "limit": 0}]}, "datasets[0].limit must be a positive"),
-        ({"datasets": [{"spec": "digits", "corruption": "fog"}]}, "corruption 'fog' is not one of"),
+        (
+            {"datasets": [{"spec": "digits", "corruption": "fog", "shift": "contrast"}]},
+            "gives both shift and corruption/severity",
+        ),
         ({"run": {"batch_size": "64"}}, "run.batch_size must be a int; got '64'"),
         ({"run": {"amp": 1}}, "run.amp must be a bool"),
         ({"measures": []}, "the config lists no measures"),
@@ -48,6 +51,22 @@ def test_bad_configs_name_the_key(change, message):
     with pytest.raises(ConfigError) as error:
         parse_config(MINIMAL | change)
     assert message in str(error.value)
+
+
+def test_shifts_are_components_and_corruption_is_their_shorthand():
+    from invkit.run.study import Study
+
+    short = parse_config(MINIMAL | {"datasets": [{"spec": "digits", "corruption": "contrast",
+                                                  "severity": 3}]})  # fmt: skip
+    full = parse_config(MINIMAL | {"datasets": [{"spec": "digits", "shift": {
+        "component": "contrast", "params": {"severity": 3}}}]})  # fmt: skip
+    assert short.datasets[0].shift.params == full.datasets[0].shift.params == {"severity": 3}
+    assert short.datasets[0].shift.component == full.datasets[0].shift.component == "contrast"
+    for shift, message in [("fog", "unknown shift 'fog'"), ("contrast", "severity must be 1 to 5")]:
+        bad = parse_config(MINIMAL | {"datasets": [{"spec": "digits", "corruption": shift,
+                                                    "severity": 9}]})  # fmt: skip
+        with pytest.raises(ConfigError, match=r"datasets\['digits'\].shift: .*" + message):
+            Study(bad, progress=False)
 
 
 def test_malformed_toml_gives_line_and_column(tmp_path):
@@ -96,12 +115,14 @@ def test_digits_split_colours_and_determinism():
     assert unlabeled[0][1] == -1
 
 
-def test_corruptions_are_seeded_and_ordered_by_severity():
+def test_shifts_are_seeded_and_ordered_by_severity():
     image = invkit.load_dataset("digits", size=32)[0][0]
     for name in ("gaussian_noise", "gaussian_blur", "contrast"):
-        mild, strong = corrupt(image, name, 1, seed=3), corrupt(image, name, 5, seed=3)
-        assert torch.equal(mild, corrupt(image, name, 1, seed=3))
-        assert (mild - image).abs().mean() < (strong - image).abs().mean()
+        mild, strong = invkit.get_shift(name, severity=1), invkit.get_shift(name, severity=5)
+        assert torch.equal(mild(image, 3), invkit.get_shift(name, severity=1)(image, 3))
+        assert (mild(image, 3) - image).abs().mean() < (strong(image, 3) - image).abs().mean()
+    noise = invkit.get_shift("gaussian_noise", severity=2)
+    assert not torch.equal(noise(image, 3), noise(image, 4))  # the seed draws the noise
 
 
 def test_images_take_the_model_channel_count_at_the_model_size():

@@ -23,7 +23,7 @@ import invkit
 from invkit.config import ConfigError, load_config, parse_config
 from invkit.errors import EXIT_STORAGE, StorageError
 from invkit.report import rerender, write_report
-from invkit.study import Study
+from invkit.run.study import Study
 from invkit.usercode import import_factory, python_spec_fingerprint
 
 from .conftest import run_cli, study_with, wait_for_cells
@@ -31,7 +31,7 @@ from .conftest import run_cli, study_with, wait_for_cells
 INVKIT = str(Path(sys.executable).with_name("invkit"))
 
 
-def quiet_study(config_path: Path, **options) -> invkit.study.StudyOutcome:
+def quiet_study(config_path: Path, **options) -> invkit.run.study.StudyOutcome:
     return Study(load_config(config_path), progress=False, echo=lambda _: None, **options).run()
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import invkit
-from invkit.aggregate import per_sample
+from invkit.aggregate import view_average
 
 SHAPES = [(1, 2), (7, 3), (64, 10), (33, 1000)]
 
@@ -152,7 +152,7 @@ def test_per_sample_averages_over_views():
     p, q1 = (torch.from_numpy(a) for a in softmax_pairs((20, 5), seed=1))
     _, q2 = (torch.from_numpy(a) for a in softmax_pairs((20, 5), seed=2))
     ei = invkit.get_measure("ei")
-    torch.testing.assert_close(per_sample(ei, p, [q1, q2]), (ei(p, q1) + ei(p, q2)) / 2)
+    torch.testing.assert_close(view_average(ei, p, [q1, q2]), (ei(p, q1) + ei(p, q2)) / 2)
 
 
 def test_shape_mismatch_is_a_clear_error():

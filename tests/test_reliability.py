@@ -25,7 +25,7 @@ import invkit
 from invkit.checkpoints import load_state_dict, trusted_checkpoints
 from invkit.config import load_config, parse_config
 from invkit.data import PreparedDataset
-from invkit.study import Study
+from invkit.run.study import Study
 
 from .conftest import run_cli, study_with, wait_for_cells
 

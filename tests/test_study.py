@@ -26,7 +26,7 @@ from torchvision.transforms.v2 import functional as F
 import invkit
 from invkit.builtins.datasets import Digits
 from invkit.config import ComponentEntry, load_config, parse_config
-from invkit.study import Study
+from invkit.run.study import Study
 
 from .conftest import run_cli, wait_for_cells
 

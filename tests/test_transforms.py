@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import invkit
-from invkit.aggregate import per_sample
+from invkit.aggregate import view_average
 
 
 def images(b=4, c=3, h=16, w=16, seed=0):
@@ -72,7 +72,7 @@ def test_rotation_symmetric_content_gets_ei_equal_to_its_confidence():
     probs = model(symmetric.double()).softmax(dim=1)
     views = invkit.get_transform("rotation")(symmetric.double())
     view_probs = [model(v).softmax(dim=1) for v in views]
-    ei = per_sample(invkit.get_measure("ei"), probs, view_probs)
+    ei = view_average(invkit.get_measure("ei"), probs, view_probs)
     torch.testing.assert_close(ei, probs.max(dim=1).values, rtol=1e-12, atol=1e-12)
 
 

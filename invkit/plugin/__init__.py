@@ -4,7 +4,20 @@ component base classes and records, and the types a study's passes and executors
 ``docs/hooks.md`` documents each hook; ``docs/architecture.md`` shows where each fits.
 """
 
-from invkit.plugin.components import JobOutcome, LoadedModel, Measure, Preprocessing, Transform
+from invkit.plugin.components import LoadedModel, Measure, Preprocessing, Shift, Transform
 from invkit.plugin.hookspecs import hookimpl
+from invkit.plugin.passes import Cell, JobOutcome, PassResult, PassSpec, Resolved
 
-__all__ = ["JobOutcome", "LoadedModel", "Measure", "Preprocessing", "Transform", "hookimpl"]
+__all__ = [
+    "Cell",
+    "JobOutcome",
+    "LoadedModel",
+    "Measure",
+    "PassResult",
+    "PassSpec",
+    "Preprocessing",
+    "Resolved",
+    "Shift",
+    "Transform",
+    "hookimpl",
+]

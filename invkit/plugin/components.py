@@ -60,6 +60,24 @@ class Measure:
         return f"{type(self).__name__}()"
 
 
+class Shift:
+    """A synthetic distribution shift of one image, deterministic given a seed.
+
+    ``shift(image, seed)`` takes a float tensor ``(C, H, W)`` in [0, 1] (at the model's input
+    size, on the CPU) and an integer seed derived from the dataset's seed and the image's
+    index, and returns the shifted image, same shape, in [0, 1].
+    """
+
+    name: str = ""
+
+    def __call__(self, image: torch.Tensor, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How a model wants its input: resize and crop, then normalize with ``mean`` and ``std``."""
@@ -80,17 +98,3 @@ class LoadedModel:
     module: Any  # torch.nn.Module
     preprocessing: Preprocessing
     spec: str = ""
-
-
-@dataclass
-class JobOutcome:
-    """What an executor reports for one job: its result, or the exception it raised."""
-
-    index: int
-    result: Any = None
-    error: BaseException | None = None
-    traceback: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None

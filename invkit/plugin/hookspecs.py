@@ -80,25 +80,46 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_shifts(register: Register) -> None:
+    """Add dataset shifts: synthetic distribution shifts (noise, blur, weather) that turn a test
+    set into a shifted copy for dataset-centric studies.
+
+    A shift factory's parameters configure it (``severity``, say); the object it returns is
+    called as ``shift(image, seed)`` with one image, a float tensor ``(C, H, W)`` in [0, 1] at
+    the model's input size, and an integer seed that invkit derives from the dataset's seed and
+    the image's index. It returns the shifted image, same shape, in [0, 1]. It must be
+    deterministic given ``seed`` (draw any noise from a generator seeded with it), so an image
+    is shifted the same way whatever the batch size or the number of workers. It runs on the
+    CPU, in data-loader workers. Subclassing ``invkit.plugin.Shift`` documents the contract.
+    """
+
+
+@hookspec
 def register_analyses(register: Register) -> None:
     """Add analyses run over a study's results table.
 
     The analysis object is called with an iterable of rows, each a mapping with the keys
     ``model``, ``dataset``, ``transform``, ``measure``, ``invariance`` and ``accuracy`` (``None``
-    or NaN for an unlabeled dataset). It returns an object with ``to_dict()`` (JSON-ready) and a
-    readable ``str()``; ``invkit.analysis.AnalysisResult`` is the built-in one.
+    or NaN for an unlabeled dataset). It returns a result with ``to_dict()`` (strict JSON:
+    analyses.json) and a readable ``str()`` (report.md), and optionally ``to_markdown()`` (shown
+    instead of ``str()``), ``tables()`` (``{name: (columns, rows)}``, written to NAME.csv) and
+    ``figures()`` (``(title, matplotlib Figure)`` pairs, saved to plots/). The report renders a
+    result by what it offers, never by who wrote it.
     """
 
 
 @hookspec
 def register_executors(register: Register) -> None:
-    """Add executors: strategies that run a study's units of work.
+    """Add executors: strategies that run a study's passes, here or elsewhere.
 
-    The executor object is called with a list of zero-argument callables (one per model and
-    dataset pair: each loads, evaluates and stores its own results) and returns an iterator of
-    ``invkit.JobOutcome``, one per job, in any order, as jobs finish. An executor never raises
-    for a failed job: it reports the exception in the outcome so that other jobs go on. The
-    built-in ``local`` executor runs the jobs one after the other in this process.
+    The executor object is called with a sequence of ``invkit.plugin.PassSpec`` (plain,
+    picklable: one model × dataset pass each) and returns an iterator of ``invkit.JobOutcome``,
+    one per spec, in any order, as passes finish: the ``PassResult`` of
+    ``invkit.run_pass(spec)``, or the exception (with its formatted traceback). It never raises
+    for a failed pass, catches ``SystemExit`` from a model's code, and lets ``KeyboardInterrupt``
+    and ``invkit.errors.Interrupted`` through (stopping any workers it started). It never
+    touches the store: the study writes each result as it arrives. Built-ins: ``local`` and
+    ``processes``.
     """
 
 

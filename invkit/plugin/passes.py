@@ -1,0 +1,112 @@
+"""What a study's passes are made of: plain, picklable data an executor can send anywhere.
+
+A study plans one ``PassSpec`` per model × dataset with missing cells; an executor runs each
+through ``invkit.run_pass`` (in this process, a process pool, a cluster) and reports a
+``JobOutcome`` holding the ``PassResult`` or the failure. Only the study, in the driver
+process, writes results to the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from invkit.config import ComponentEntry, RunOptions
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, dataset, transform, measure) result, as stored."""
+
+    model: str
+    dataset: str
+    transform: str
+    measure: str
+    fingerprint: str
+    value: float | None
+    low: float | None
+    high: float | None
+    accuracy: float | None
+    images: int
+    labeled: int
+    skipped: int
+    higher_is_invariant: bool | None
+    per_sample: bool
+    seconds: float
+    matching: str = ""  # how dataset classes were matched to model outputs (invkit.classes)
+    finished: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.model, self.dataset, self.transform, self.measure)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A model or dataset entry of a config, its spec split into scheme and rest, its paths
+    resolved against the config's folder, and the fingerprint of everything it names."""
+
+    entry: Any  # invkit.config.ModelEntry or DatasetEntry
+    scheme: str
+    rest: str
+    params: dict[str, Any]
+    fingerprint: str
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """One model over one dataset: the cells to compute (transform label, measure label,
+    fingerprint), the components by label, and the run options the pass needs."""
+
+    model: Resolved
+    dataset: Resolved
+    transforms: tuple[ComponentEntry, ...]
+    measures: tuple[ComponentEntry, ...]
+    cells: tuple[tuple[str, str, str], ...]
+    run: RunOptions
+    progress: bool = False  # a progress bar (in a terminal, when the pass runs in the driver)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.name} × {self.dataset.name}"
+
+
+@dataclass
+class PassResult:
+    """What one pass produced: its cells, per-sample values and per-view predictions (with
+    ``per_sample``), the images it could not read, and figures for its log line."""
+
+    model: str
+    dataset: str
+    cells: list[Cell]
+    samples: dict[tuple[str, str, str, str], tuple[list[int], list[float]]]
+    predictions: list[tuple[Any, ...]]
+    skipped: list[tuple[int, str]]
+    images: int
+    forward_images: int
+    seconds: float
+    accuracy: float | None
+    matching: str
+    upsampled: int
+    input_size: tuple[int, int, int]
+    device: str = ""
+
+
+@dataclass
+class JobOutcome:
+    """What an executor reports for one pass: its result, or the exception it raised (with the
+    formatted traceback, since an exception from another process arrives without one)."""
+
+    index: int
+    result: Any = None
+    error: BaseException | None = None
+    traceback: str | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,232 @@
+"""Planning a study: check the config's components, resolve and fingerprint what it names, and
+list the model × dataset passes whose cells are missing from the store.
+
+Everything here happens before any model loads or any image is read, so a mistake in the
+config costs seconds, not the hours of a study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from invkit import __version__
+from invkit.api import (
+    get_analysis,
+    get_component,
+    get_executor,
+    get_measure,
+    get_shift,
+    get_transform,
+    split_spec,
+)
+from invkit.classes import check_class_map
+from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
+from invkit.engine import autocast_enabled, resolve_device
+from invkit.errors import InvkitError
+from invkit.fingerprint import digest, path_digest
+from invkit.paths import resolve_path
+from invkit.plugin.passes import Cell, PassSpec, Resolved
+from invkit.plugins import get_host
+from invkit.preprocessing import check_channels
+
+
+def _context(where: str, error: InvkitError) -> ConfigError:
+    return ConfigError(f"{where}: {error}")
+
+
+def declared_channels(entry: ModelEntry) -> int | None:
+    """A model's channel count when the config states it (input_size, or timm's in_chans)."""
+    size = entry.preprocessing.get("input_size")
+    if size:
+        return size[0]
+    in_chans = entry.params.get("in_chans")
+    return in_chans if isinstance(in_chans, int) else None
+
+
+def _build(
+    section: str, entries: tuple[ComponentEntry, ...], get: Callable[..., Any]
+) -> dict[str, Any]:
+    """Each entry's component, built once now so that every name and parameter is checked."""
+    built = {}
+    for entry in entries:
+        try:
+            built[entry.name] = get(entry.component, **entry.params)
+        except InvkitError as error:
+            raise _context(f"{section}[{entry.name!r}]", error) from None
+    return built
+
+
+class StudyPlan:
+    """A checked study config: built components, resolved models and datasets, fingerprints."""
+
+    def __init__(self, config: StudyConfig):
+        self.config = config
+        self.run = config.run
+        self.device = resolve_device(config.run.device)
+        self.transforms = _build("transforms", config.transforms, get_transform)
+        self.measures = _build("measures", config.measures, get_measure)
+        self.analyses = _build("analyses", config.analyses, get_analysis)
+        try:
+            self.executor = get_executor(config.run.executor, **config.run.executor_params)
+        except InvkitError as error:
+            raise _context("run.executor", error) from None
+        self._versions: dict[tuple[str, str], str] = {}
+        self.models = [self._resolve("model", m) for m in config.models]
+        for entry in config.models:
+            channels = declared_channels(entry)
+            if channels is not None:
+                try:
+                    check_channels(self.transforms, channels, entry.name)
+                except InvkitError as error:
+                    raise ConfigError(str(error)) from None
+        self.datasets = [self._resolve("dataset", d) for d in config.datasets]
+
+    def component_version(self, kind: str, name: str) -> str:
+        """``plugin==version`` of the plugin providing a component (part of fingerprints)."""
+        key = (kind, name)
+        if key not in self._versions:
+            component = get_component(kind, name)
+            versions = {p.name: p.version for p in get_host().plugins(include_builtins=True)}
+            self._versions[key] = f"{component.plugin}=={versions.get(component.plugin, '?')}"
+        return self._versions[key]
+
+    def _component_print(self, kind: str, entry: ComponentEntry) -> list[Any]:
+        return [entry.component, entry.params, self.component_version(kind, entry.component)]
+
+    def _resolve(self, kind: str, entry: ModelEntry | DatasetEntry) -> Resolved:
+        where = f"{kind}s[{entry.name!r}]"
+        try:
+            scheme, rest = split_spec(entry.spec)
+            component = get_component(kind, scheme)
+        except InvkitError as error:
+            raise _context(where, error) from None
+        base = self.config.base_dir
+        resolve_spec = getattr(component.factory, "resolve_spec", None)
+        if resolve_spec is not None and rest:
+            rest = resolve_spec(rest, base)
+        params = dict(entry.params)
+        files = {}
+        for param in component.params:
+            if param.is_path and isinstance(params.get(param.name), str):
+                params[param.name] = resolve_path(params[param.name], base)
+                files[param.name] = path_digest(params[param.name])
+        try:
+            component.check(params)
+        except InvkitError as error:
+            raise _context(where, error) from None
+        content = {
+            "kind": kind,
+            "spec": f"{scheme}:{rest}",
+            "params": params,
+            "files": files,
+            "spec_code": self._spec_fingerprint(component, rest, where),
+            "loader": self.component_version(kind, scheme),
+        }
+        if isinstance(entry, ModelEntry):
+            content["preprocessing"] = entry.preprocessing
+        else:
+            entry = self._resolve_dataset_options(entry, where, content)
+        return Resolved(entry, scheme, rest, params, digest(content))
+
+    def _resolve_dataset_options(
+        self, entry: DatasetEntry, where: str, content: dict[str, Any]
+    ) -> DatasetEntry:
+        base = self.config.base_dir
+        for name in ("class_map", "class_subset"):
+            value = getattr(entry, name)
+            if value is not None and (name == "class_map" or Path(base, value).is_file()):
+                value = resolve_path(value, base)
+                entry = dataclasses.replace(entry, **{name: value})
+                content[f"{name}_file"] = path_digest(value)
+        if entry.class_map is not None:
+            try:
+                check_class_map(Path(entry.class_map))
+            except InvkitError as error:
+                raise _context(where, error) from None
+        if entry.shift is not None:
+            try:
+                get_shift(entry.shift.component, **entry.shift.params)
+            except InvkitError as error:
+                raise _context(f"{where}.shift", error) from None
+            content["shift"] = self._component_print("shift", entry.shift)
+        options = dataclasses.asdict(entry)
+        content.update(
+            {k: v for k, v in options.items() if k not in ("name", "spec", "params", "shift")}
+        )
+        return entry
+
+    @staticmethod
+    def _spec_fingerprint(component: Any, rest: str, where: str) -> Any:
+        """What the spec itself names (a file, a module's code), so editing it recomputes."""
+        if not rest:
+            return None
+        fingerprint = getattr(component.factory, "spec_fingerprint", None)
+        if fingerprint is None:
+            return path_digest(rest) if Path(rest).exists() else None
+        try:
+            return fingerprint(rest)
+        except InvkitError as error:
+            raise _context(where, error) from None
+
+    def cell_fingerprint(
+        self, model: Resolved, dataset: Resolved, transform: ComponentEntry, measure: ComponentEntry
+    ) -> str:
+        return digest(
+            {
+                "invkit": __version__,
+                "model": model.fingerprint,
+                "dataset": dataset.fingerprint,
+                "transform": self._component_print("transform", transform),
+                "measure": self._component_print("measure", measure),
+                "amp": autocast_enabled(self.run.amp, self.device),
+                "bootstrap": [self.run.bootstrap, self.run.seed],
+                "skip_bad_images": self.run.skip_bad_images,
+            }
+        )
+
+    def code(self) -> list[str]:
+        """The user code the config names (``python:`` specs), as the study announces it."""
+        return [f"{m.scheme}:{m.rest}" for m in self.models if m.scheme == "python"]
+
+    def passes(
+        self, stored: Mapping[tuple[str, str, str, str], Cell], damaged: set[tuple[str, ...]]
+    ) -> tuple[list[PassSpec], int]:
+        """The passes with cells the store lacks (or holds stale or damaged), and how many
+        cells it already holds."""
+        specs, reused = [], 0
+        per_sample = self.run.per_sample
+        for model in self.models:
+            for dataset in self.datasets:
+                cells = []
+                for transform in self.config.transforms:
+                    for measure in self.config.measures:
+                        fingerprint = self.cell_fingerprint(model, dataset, transform, measure)
+                        key = (model.name, dataset.name, transform.name, measure.name)
+                        cell = stored.get(key)
+                        if (
+                            cell is not None
+                            and key not in damaged
+                            and cell.fingerprint == fingerprint
+                            and (cell.per_sample or not per_sample)
+                        ):
+                            reused += 1
+                        else:
+                            cells.append((transform.name, measure.name, fingerprint))
+                if cells:
+                    needed = {t for t, _, _ in cells}, {m for _, m, _ in cells}
+                    specs.append(
+                        PassSpec(
+                            model=model,
+                            dataset=dataset,
+                            transforms=tuple(
+                                t for t in self.config.transforms if t.name in needed[0]
+                            ),
+                            measures=tuple(m for m in self.config.measures if m.name in needed[1]),
+                            cells=tuple(cells),
+                            run=dataclasses.replace(self.run, device=str(self.device)),
+                        )
+                    )
+        return specs, reused
