@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import pickle
 import signal
 import traceback
 from collections.abc import Iterator, Sequence
@@ -64,18 +65,18 @@ def _run_in_worker(index: int, spec: PassSpec) -> JobOutcome:
     if _worker_device is not None and spec.run.device == "cuda":
         spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, device=_worker_device))
     outcome = run_one(index, dataclasses.replace(spec, progress=False))
-    if outcome.error is not None:  # exceptions cross processes; their context need not
-        outcome.error = (
-            InvkitError(str(outcome.error))
-            if isinstance(outcome.error, InvkitError)
-            else outcome.error.with_traceback(None)
-        )
+    try:
+        pickle.dumps(outcome.error)
+    except Exception:  # an exception that cannot cross processes arrives as its message
+        outcome.error = InvkitError(f"{type(outcome.error).__name__}: {outcome.error}")
     return outcome
 
 
 class ProcessesExecutor:
-    """Run passes in ``workers`` processes at once; with CUDA, worker i uses GPU i mod the
-    GPU count (so ``workers`` = 2 × GPUs puts two passes on each GPU)."""
+    """Run passes in a pool of ``workers`` processes (with CUDA, one GPU each, round robin).
+
+    Worker i uses GPU i mod the GPU count, so ``workers`` = 2 × GPUs puts two passes on each.
+    """
 
     name = "processes"
 
