@@ -7,6 +7,7 @@ to run code to load is refused, never executed.
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,17 +122,46 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
+MISMATCH = re.compile(
+    r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+    r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)"
+)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split(",") if n.strip())
+
+
+def shape_mismatch_error(error: RuntimeError, path: str | Path) -> InvkitError | None:
+    """torch's multi-line ``load_state_dict`` shape error in one line of invkit's words. When
+    only the classifier differs (first dimension only), it names the fix: ``num_classes``."""
+    found = [(k, _shape(c), _shape(m)) for k, c, m in MISMATCH.findall(str(error))]
+    if not found:
+        return None
+    key, checkpoint, model = found[0]
+    summary = (
+        f"checkpoint {str(path)!r} does not match the architecture: {len(found)} parameter(s) "
+        f"differ in shape, e.g. {key}: {checkpoint} in the checkpoint, {model} in the model"
+    )
+    classes = {(c[0], m[0]) for _, c, m in found if c and m and c[1:] == m[1:] and c[0] != m[0]}
+    if len(classes) == 1 and len(found) <= 2:
+        outputs, built = classes.pop()
+        return InvkitError(
+            f"{summary}. The checkpoint's classifier has {outputs} outputs and the model {built}: "
+            f"set params.num_classes = {outputs}"
+        )
+    return InvkitError(
+        f"{summary} — check that the checkpoint belongs to this model and its options"
+    )
+
+
 def load_into(module: torch.nn.Module, path: str | Path) -> None:
     """Load a checkpoint into a module, with a summary of mismatched keys on failure."""
     state = load_state_dict(path)
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches
-        details = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
-        raise InvkitError(
-            f"checkpoint {str(path)!r} does not match the architecture: {details} — check that "
-            "the checkpoint belongs to this model and its options (num_classes)"
-        ) from None
+        raise shape_mismatch_error(error, path) or error from None
     problems = []
     if result.missing_keys:
         problems.append(

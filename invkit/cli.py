@@ -136,6 +136,10 @@ def list_command(kind: str | None, as_json: bool) -> None:
         click.echo("\n".join(_component_text(component)))
 
 
+def _to_stderr(text: str) -> None:
+    click.echo(text, err=True)
+
+
 def _pip(*args: str) -> None:
     command = [sys.executable, "-m", "pip", *args]
     click.echo("$ " + " ".join(command), err=True)
@@ -192,9 +196,21 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
     default=None,
     help="Allow checkpoints that run code when unpickled (only from sources you trust).",
 )
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Only check the study, as `invkit check CONFIG` does, and exit.",
+)
 @click.option("--progress/--no-progress", default=True, help="Progress bars (default: on).")
 def study_command(
-    config: str | None, demo: bool, out: str | None, fresh: bool, progress: bool, **overrides: Any
+    config: str | None,
+    demo: bool,
+    out: str | None,
+    fresh: bool,
+    check_only: bool,
+    progress: bool,
+    **overrides: Any,
 ) -> None:
     """Evaluate every model on every dataset under every transform and measure, run the
     analyses, and write tables, plots and report.md to the output directory.
@@ -212,19 +228,22 @@ def study_command(
     if demo:
         from invkit.demo import demo_config
 
-        study_config = demo_config(echo=lambda text: click.echo(text, err=True))
+        study_config = demo_config(echo=_to_stderr)
     else:
         study_config = load_config(config)
     changes = {k: v for k, v in overrides.items() if v is not None}
     study_config = dataclasses.replace(
         study_config, run=dataclasses.replace(study_config.run, **changes)
     )
+    if check_only:
+        _check(study_config, images=False, progress=progress)
+        return
     study = Study(
         study_config,
         out_dir=out,
         fresh=fresh,
         progress=progress,
-        echo=lambda text: click.echo(text, err=True),
+        echo=_to_stderr,
     )
     try:
         outcome = study.run()
@@ -246,6 +265,37 @@ def study_command(
         for failure in outcome.failures:
             click.echo(f"  {failure['model']} × {failure['dataset']}: {failure['error']}", err=True)
         raise SystemExit(1)
+
+
+def _check(config: Any, images: bool, progress: bool) -> None:
+    from invkit.run.check import check_study
+    from invkit.run.plan import Problems
+
+    report = check_study(config, images=images, progress=progress, echo=_to_stderr)
+    if report.code:
+        _to_stderr(f"invkit: the config runs this code: {', '.join(report.code)}")
+    Problems(report.problems).raise_if_any()
+    click.echo(
+        f"invkit: check passed: {report.models} model(s) loaded and {report.datasets} dataset(s) "
+        "opened, every class plan matched" + (", every image decoded" if images else "")
+    )
+
+
+@cli.command("check")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--images", is_flag=True, help="Also decode every image of every dataset.")
+@click.option("--progress/--no-progress", default=True, help="Progress bars (default: on).")
+def check_command(config: str, images: bool, progress: bool) -> None:
+    """Check a study CONFIG without running it, and report every problem at once.
+
+    Checks every component name and parameter, every path, every class map; loads every
+    model on the CPU with its weights and passes it one blank image; opens every dataset and
+    matches its classes to every model's outputs. With --images, decodes every image. Writes
+    nothing.
+    """
+    from invkit.config import load_config
+
+    _check(load_config(config), images=images, progress=progress)
 
 
 @cli.command("report")

@@ -254,8 +254,9 @@ class Registry:
         if name in components:
             return components[name]
         known = sorted(components)
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        raise UnknownComponentError(kind, name, close, known)
+        by_lower = {k.lower(): k for k in known}  # suggestions ignore case: "EI" → 'ei'
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
+        raise UnknownComponentError(kind, name, [by_lower[c] for c in close], known)
 
     def all(self, kind: str) -> list[Component]:
         return sorted(self._components[kind].values(), key=lambda c: c.name)

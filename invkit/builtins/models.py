@@ -12,7 +12,12 @@ from typing import Any
 
 import torch
 
-from invkit.checkpoints import existing_file, load_into, readable_safetensors
+from invkit.checkpoints import (
+    existing_file,
+    load_into,
+    readable_safetensors,
+    shape_mismatch_error,
+)
 from invkit.errors import InvkitError
 from invkit.paths import resolve_path
 from invkit.plugin.components import LoadedModel, Preprocessing
@@ -67,7 +72,7 @@ def timm_model(
             raise InvkitError(
                 f"timm has no model {rest!r}" + (f"; similar: {', '.join(close)}" if close else "")
             ) from None
-        raise
+        raise shape_mismatch_error(error, weights or rest) or error from None
     except OSError as error:  # no network, or no such weights on the hub
         raise InvkitError(
             f"could not fetch pretrained weights for timm:{rest} ({error}); pass a local file "

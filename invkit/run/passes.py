@@ -30,7 +30,9 @@ _model_cache: dict[str, LoadedModel] = {}
 _dataset_cache: OrderedDict[str, Any] = OrderedDict()
 
 
-def _load_model(model: Resolved, transforms: dict[str, Any], trust: bool) -> LoadedModel:
+def load_model_for(model: Resolved, transforms: dict[str, Any], trust: bool) -> LoadedModel:
+    """The model a spec names, loaded, overridden by the config and checked (kept for the
+    next pass of the same model)."""
     key = model.fingerprint
     if key not in _model_cache:
         _model_cache.clear()  # free the previous model first
@@ -49,7 +51,8 @@ def _load_model(model: Resolved, transforms: dict[str, Any], trust: bool) -> Loa
     return _model_cache[key]
 
 
-def _load_dataset(dataset: Resolved) -> Any:
+def load_dataset_for(dataset: Resolved) -> Any:
+    """The dataset a spec names (the last few are kept for the next passes)."""
     key = dataset.fingerprint
     if key in _dataset_cache:
         _dataset_cache.move_to_end(key)
@@ -88,8 +91,8 @@ def run_pass(spec: PassSpec) -> PassResult:
     device = resolve_device(run.device)
     transforms = {t.name: get_transform(t.component, **t.params) for t in spec.transforms}
     measures = {m.name: get_measure(m.component, **m.params) for m in spec.measures}
-    loaded = _load_model(spec.model, transforms, run.trust_checkpoints)
-    data = _load_dataset(spec.dataset)
+    loaded = load_model_for(spec.model, transforms, run.trust_checkpoints)
+    data = load_dataset_for(spec.dataset)
     entry = spec.dataset.entry
     plan = plan_labels(
         getattr(data, "classes", None),

@@ -8,7 +8,8 @@ config costs seconds, not the hours of a study.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from invkit.plugin.passes import Cell, PassSpec, Resolved
 from invkit.plugins import get_host
 from invkit.preprocessing import check_channels
 
+RELATIVE = " (relative paths in a config are taken from the config file's folder)"
+
 
 def _context(where: str, error: InvkitError) -> ConfigError:
     return ConfigError(f"{where}: {error}")
@@ -46,43 +49,85 @@ def declared_channels(entry: ModelEntry) -> int | None:
     return in_chans if isinstance(in_chans, int) else None
 
 
+class Problems:
+    """The problems a check finds, collected so that one run reports all of them at once."""
+
+    def __init__(self, lines: list[str] | None = None) -> None:
+        self.lines: list[str] = list(lines or [])
+
+    @contextmanager
+    def at(self, where: str = "", any_error: bool = False) -> Iterator[None]:
+        """Record an ``InvkitError`` raised in the block (prefixed with ``where``) and go on;
+        with ``any_error``, any exception (a user's model or dataset code raising)."""
+        try:
+            yield
+        except Exception as error:
+            if not isinstance(error, InvkitError) and not any_error:
+                raise
+            text = (
+                str(error) if isinstance(error, InvkitError) else f"{type(error).__name__}: {error}"
+            )
+            self.lines.append(f"{where}: {text}" if where else text)
+
+    def raise_if_any(self, what: str = "the config") -> None:
+        if len(self.lines) == 1:
+            raise ConfigError(self.lines[0])
+        if self.lines:
+            raise ConfigError(
+                f"{len(self.lines)} problems in {what}:\n"
+                + "\n".join(f"  - {line}" for line in self.lines)
+            )
+
+
 def _build(
-    section: str, entries: tuple[ComponentEntry, ...], get: Callable[..., Any]
+    section: str, entries: tuple[ComponentEntry, ...], get: Callable[..., Any], problems: Problems
 ) -> dict[str, Any]:
     """Each entry's component, built once now so that every name and parameter is checked."""
     built = {}
     for entry in entries:
-        try:
+        with problems.at(f"{section}[{entry.name!r}]"):
             built[entry.name] = get(entry.component, **entry.params)
-        except InvkitError as error:
-            raise _context(f"{section}[{entry.name!r}]", error) from None
     return built
 
 
 class StudyPlan:
-    """A checked study config: built components, resolved models and datasets, fingerprints."""
+    """A checked study config: built components, resolved models and datasets, fingerprints.
 
-    def __init__(self, config: StudyConfig):
+    Every check runs before any model loads; all the problems found are reported together,
+    one line each (a ``ConfigError``)."""
+
+    def __init__(self, config: StudyConfig, problems: Problems | None = None):
+        """Raises a ``ConfigError`` listing every problem, unless ``problems`` is given: then
+        they are recorded there and the plan holds what could be resolved."""
+        collect = problems is not None
+        problems = problems if problems is not None else Problems()
         self.config = config
         self.run = config.run
         self.device = resolve_device(config.run.device)
-        self.transforms = _build("transforms", config.transforms, get_transform)
-        self.measures = _build("measures", config.measures, get_measure)
-        self.analyses = _build("analyses", config.analyses, get_analysis)
-        try:
+        self.transforms = _build("transforms", config.transforms, get_transform, problems)
+        self.measures = _build("measures", config.measures, get_measure, problems)
+        self.analyses = _build("analyses", config.analyses, get_analysis, problems)
+        with problems.at("run.executor"):
             self.executor = get_executor(config.run.executor, **config.run.executor_params)
-        except InvkitError as error:
-            raise _context("run.executor", error) from None
         self._versions: dict[tuple[str, str], str] = {}
-        self.models = [self._resolve("model", m) for m in config.models]
+        self.models = self._resolve_all("model", config.models, problems)
         for entry in config.models:
             channels = declared_channels(entry)
             if channels is not None:
-                try:
+                with problems.at():
                     check_channels(self.transforms, channels, entry.name)
-                except InvkitError as error:
-                    raise ConfigError(str(error)) from None
-        self.datasets = [self._resolve("dataset", d) for d in config.datasets]
+        self.datasets = self._resolve_all("dataset", config.datasets, problems)
+        if not collect:
+            problems.raise_if_any()
+
+    def _resolve_all(
+        self, kind: str, entries: tuple[Any, ...], problems: Problems
+    ) -> list[Resolved]:
+        resolved = []
+        for entry in entries:
+            with problems.at():
+                resolved.append(self._resolve(kind, entry))
+        return resolved
 
     def component_version(self, kind: str, name: str) -> str:
         """``plugin==version`` of the plugin providing a component (part of fingerprints)."""
@@ -107,11 +152,17 @@ class StudyPlan:
         resolve_spec = getattr(component.factory, "resolve_spec", None)
         if resolve_spec is not None and rest:
             rest = resolve_spec(rest, base)
+            if resolve_spec is resolve_path and not Path(rest).exists():  # the spec is a path
+                missing = f"{scheme}:{rest} names a path that does not exist"
+                raise _context(where, InvkitError(missing + RELATIVE))
         params = dict(entry.params)
         files = {}
         for param in component.params:
             if param.is_path and isinstance(params.get(param.name), str):
                 params[param.name] = resolve_path(params[param.name], base)
+                if not Path(params[param.name]).exists():
+                    missing = f"params.{param.name}: {params[param.name]!r} does not exist"
+                    raise _context(where, InvkitError(missing + RELATIVE))
                 files[param.name] = path_digest(params[param.name])
         try:
             component.check(params)

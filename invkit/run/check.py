@@ -1,0 +1,83 @@
+"""``invkit check``: what a study would trip over, found before it runs, and all of it at once.
+
+Beyond the plan's checks (names, parameters, paths, class maps), every model is loaded on the
+CPU with its weights and passed one blank image, every dataset is opened, and the classes of
+every model × dataset pair are matched; with ``images``, every image is decoded too. Nothing
+is written and no pass runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from invkit.classes import plan_labels
+from invkit.config import StudyConfig
+from invkit.run.passes import load_dataset_for, load_model_for
+from invkit.run.plan import Problems, StudyPlan
+
+BAD_IMAGES_SHOWN = 10
+
+
+@dataclass
+class CheckReport:
+    """What ``invkit check`` found: the problems (one line each) and what the study holds."""
+
+    problems: list[str]
+    models: int = 0
+    datasets: int = 0
+    code: list[str] = field(default_factory=list)
+
+
+def _unreadable(data: Any, progress: bool, label: str) -> list[str]:
+    from tqdm.auto import tqdm
+
+    bad = []
+    describe = getattr(data, "describe", lambda i: f"image {i}")
+    for index in tqdm(range(len(data)), desc=label, unit="img", disable=None if progress else True):
+        try:
+            data[index]
+        except Exception as error:  # any decoder's error: the point is to list them all
+            bad.append(f"{describe(index)} ({type(error).__name__})")
+    return bad
+
+
+def check_study(
+    config: StudyConfig, images: bool = False, progress: bool = True, echo: Callable = print
+) -> CheckReport:
+    """Every problem a study of ``config`` would meet before or at the start of its passes."""
+    problems = Problems()
+    plan = StudyPlan(config, problems)
+    datasets = {}
+    for dataset in plan.datasets:
+        with problems.at(any_error=True):
+            datasets[dataset.name] = (dataset, load_dataset_for(dataset))
+    for model in plan.models:
+        loaded = None
+        with problems.at(any_error=True):
+            loaded = load_model_for(model, plan.transforms, config.run.trust_checkpoints)
+        if loaded is None:
+            continue
+        echo(f"  model {model.name!r}: {loaded.preprocessing.num_classes} outputs, input "
+             f"{'×'.join(map(str, loaded.preprocessing.input_size))}")  # fmt: skip
+        for dataset, data in datasets.values():
+            entry = dataset.entry
+            with problems.at():
+                plan_labels(
+                    getattr(data, "classes", None),
+                    loaded.preprocessing,
+                    entry.class_map,
+                    entry.class_subset,
+                    context=f"{model.name} × {dataset.name}",
+                )
+    if images:
+        for dataset, data in datasets.values():
+            bad = _unreadable(data, progress, dataset.name)
+            if bad:
+                shown = ", ".join(bad[:BAD_IMAGES_SHOWN]) + (", …" if len(bad) > 10 else "")
+                problems.lines.append(
+                    f"dataset {dataset.name!r}: {len(bad)} unreadable image(s): {shown} (fix or "
+                    "remove them, or run with --skip-bad-images to record and skip them)"
+                )
+    return CheckReport(problems.lines, len(plan.models), len(datasets), plan.code())

@@ -1,0 +1,104 @@
+"""Fail before the work: `invkit check` finds every problem of a study at once, `invkit study`
+stops before writing anything when its config is wrong, and messages name the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import timm
+from PIL import Image
+from safetensors.torch import save_file
+
+from .conftest import run_cli, study_with
+
+
+def png_folder(root: Path, classes: list[str], per_class: int = 2) -> None:
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_one_check_reports_five_different_mistakes_in_five_lines(tmp_path):
+    model = timm.create_model("resnet18", num_classes=10)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp_path / "r10.safetensors"))
+    png_folder(tmp_path / "pets", ["cat", "dog"])
+    (tmp_path / "study.toml").write_text(
+        """
+transforms = ["rotation"]
+measures = ["EI"]                               # 1: the measure is called ei
+
+[[models]]
+name = "forgot-classes"
+spec = "timm:resnet18"
+params = { weights = "r10.safetensors" }       # 2: weights of 10 classes, no num_classes
+
+[[models]]
+name = "fresh"
+spec = "timm:resnet18"
+params = { pretrained = false, num_classes = 10 }
+
+[[models]]
+name = "no-weights"
+spec = "timm:resnet18"
+params = { weights = "missing.safetensors" }   # 3: no such file
+
+[[datasets]]
+name = "gone"
+spec = "imagefolder:no-such-folder"            # 4: no such folder
+
+[[datasets]]
+name = "pets"
+spec = "imagefolder:pets"                      # 5: 2 folders, 10 outputs, no names
+"""
+    )
+    result = run_cli("check", str(tmp_path / "study.toml"), "--no-progress", check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert len(lines) == 5, result.stderr
+    assert "invkit: error: 5 problems in the config:" in result.stderr
+    expected = [
+        "measures['EI']: unknown measure 'EI': did you mean 'ei'?",
+        "models['no-weights']: params.weights: '" + str(tmp_path / "missing.safetensors"),
+        "datasets['gone']: imagefolder:" + str(tmp_path / "no-such-folder") + " names a path",
+        "model 'forgot-classes': checkpoint '" + str(tmp_path / "r10.safetensors"),
+        "fresh × pets: cannot tell which model output each class folder is",
+    ]
+    for text in expected:
+        assert any(text in line for line in lines), (text, lines)
+    assert "set params.num_classes = 10" in result.stderr
+    assert not (tmp_path / "invkit-results").exists()  # nothing written
+
+
+def test_study_stops_before_writing_anything_when_the_config_is_wrong(tmp_path):
+    config = study_with(tmp_path, "linear")
+    config.write_text(config.read_text().replace('spec = "digits"', 'spec = "imagefolder:nope"'))
+    result = run_cli("study", str(config), "--no-progress", check=False)
+    assert result.returncode == 1 and "imagefolder:" in result.stderr
+    assert "names a path that does not exist" in result.stderr
+    assert not (tmp_path / "invkit-results").exists()
+
+
+def test_check_passes_a_good_study_and_decodes_every_image_when_asked(tmp_path):
+    config = study_with(tmp_path, "linear")
+    png_folder(tmp_path / "set", [str(i) for i in range(3)], per_class=3)
+    digits = 'spec = "digits"\nparams = { size = 16 }'
+    config.write_text(config.read_text().replace(digits, 'spec = "imagefolder:set"'))
+    good = run_cli("check", str(config), "--images", "--no-progress")
+    assert "invkit: check passed: 1 model(s) loaded and 1 dataset(s) opened" in good.stdout
+    assert "every image decoded" in good.stdout
+    assert "model 'linear': 10 outputs, input 3×16×16" in good.stderr
+    assert "the config runs this code: python:" in good.stderr
+    for name in ("1/0.png", "2/1.png"):
+        (tmp_path / "set" / name).write_bytes(b"not a png")
+    bad = run_cli("study", str(config), "--check", "--no-progress", check=False)
+    assert bad.returncode == 0  # --check without --images opens the folders, decodes nothing
+    bad = run_cli("check", str(config), "--images", "--no-progress", check=False)
+    assert bad.returncode == 1
+    assert "dataset 'd0': 2 unreadable image(s): " in bad.stderr
+    assert "1/0.png (" in bad.stderr and "2/1.png (" in bad.stderr
+    assert not (tmp_path / "invkit-results").exists()
