@@ -118,7 +118,7 @@ def _component_text(component: Component) -> list[str]:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(KIND_CHOICES), required=False)
+@click.argument("kind", type=click.Choice(KIND_CHOICES + list(KINDS)), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def list_command(kind: str | None, as_json: bool) -> None:
     """List components (all kinds, or one) with descriptions and parameters."""
@@ -172,15 +172,29 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--demo", is_flag=True, help="Run the embedded demo study (no files, no network).")
 @click.option(
-    "--out", type=click.Path(file_okay=False), help="Output directory (default: run.out)."
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Output directory (default: the config's [run] out, else invkit-results beside the "
+    "config file).",
 )
-@click.option("--device", help="auto, cpu, cuda or cuda:N (default: run.device, auto).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch.")
-@click.option("--workers", type=click.IntRange(min=0), help="Data-loader worker processes.")
+@click.option(
+    "--device", help="auto, cpu, cuda or cuda:N (default: the config's [run] device, else auto)."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images per batch (default: the config's [run] batch_size, else 64).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Data-loader worker processes (default: the config's [run] workers, else 0).",
+)
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA (off by default).")
 @click.option(
     "--executor",
-    help="How passes run: local, processes, or a plugin's (default: run.executor, local).",
+    help="How passes run: local, processes, or a plugin's (default: the config's [run] "
+    "executor, else local).",
 )
 @click.option("--fresh", is_flag=True, help="Delete the stored results and start over.")
 @click.option("--per-sample", is_flag=True, default=None, help="Store per-image values too.")
@@ -188,7 +202,8 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
     "--skip-bad-images",
     is_flag=True,
     default=None,
-    help="Record and skip unreadable image files instead of stopping at the first.",
+    help="Record and skip unreadable image files (named in the console and the report) instead "
+    "of failing the pass that meets them.",
 )
 @click.option(
     "--trust-checkpoints",
@@ -258,7 +273,8 @@ def study_command(
         raise SystemExit(stop.exit_code) from None
     click.echo(
         f"invkit: {outcome.computed} cell(s) computed in {outcome.passes} pass(es), "
-        f"{outcome.reused} reused; report: {outcome.report.get('report', study.out_dir)}"
+        f"{outcome.reused} reused; {outcome.forward_images:,} images through the models; "
+        f"report: {outcome.report.get('report', study.out_dir)}"
     )
     if outcome.failures:
         click.echo(f"invkit: {len(outcome.failures)} pass(es) failed:", err=True)

@@ -100,10 +100,8 @@ class PreparedDataset(Dataset):
         indices: list[int] | None = None,
         shift: Shift | None = None,
         seed: int = 0,
-        skip_bad: bool = False,
     ):
         self.dataset = dataset
-        self.skip_bad = skip_bad
         self.preprocessing = preprocessing
         self.plan = plan
         self.indices = indices if indices is not None else list(range(len(dataset)))  # type: ignore[arg-type]
@@ -115,8 +113,9 @@ class PreparedDataset(Dataset):
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int, str, bool]:
         """``(pixels, target, index, error, upsampled)``: ``error`` is "" unless the image could
-        not be read and bad images are skipped (then the pixels are a placeholder the engine
-        drops); ``upsampled`` says the image was smaller than the model's input."""
+        not be read (then the pixels are a placeholder the engine drops, and the pass reports
+        every such image at its end); ``upsampled`` says the image was smaller than the model's
+        input."""
         index = self.indices[position]
         where = getattr(self.dataset, "describe", lambda i: f"image {i}")(index)
         try:
@@ -135,8 +134,6 @@ class PreparedDataset(Dataset):
                 for have, want in zip(original.shape[-2:], pixels.shape[-2:], strict=True)
             )
             return pixels, self.plan.target(int(label)), index, "", upsampled
-        if not self.skip_bad:
-            raise InvkitError(f"{problem} (--skip-bad-images records and skips such files)")
         return torch.zeros(self.preprocessing.input_size), -1, index, problem, False
 
 

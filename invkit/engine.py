@@ -207,7 +207,11 @@ def evaluate(
                     records[name].prediction.append(pred)
                     records[name].confidence.append(conf.float())
     if not indices:
-        reason = f"all {len(skipped)} images were unreadable" if skipped else "the dataset is empty"
+        reason = (
+            f"all {len(skipped)} images were unreadable, e.g. {skipped[0][1]}"
+            if skipped
+            else "the dataset is empty"
+        )
         raise InvkitError(f"{label}: {reason}")
     # per-sample results stayed on the device during the pass (no sync per batch); one copy now
     for record in records.values():

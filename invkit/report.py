@@ -24,6 +24,7 @@ from invkit.errors import InvkitError, unwritable_output
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, replacing
 from invkit.store import STORE_NAME, Store
 
+SKIPPED_SHOWN = 10
 RESULT_COLUMNS = [
     "model",
     "dataset",
@@ -142,6 +143,7 @@ def markdown_report(
     sections: list[Section],
     csv_names: list[str],
     failures: list[dict[str, Any]],
+    skipped: Mapping[tuple[str, str], list[str]],
 ) -> str:
     lines = ["# invkit study report", ""]
     n_models, n_datasets = len(config["models"]), len(config["datasets"])
@@ -175,6 +177,13 @@ def markdown_report(
     for section in sections:
         lines += ["", f"## Analysis `{section.label}` ({section.component})", "", section.markdown]
         lines += [f"\n![{section.label} {title}]({path})" for title, path in section.plots]
+    if skipped:
+        lines += ["", "## Skipped images", ""]
+        for (model, dataset), errors in skipped.items():
+            lines.append(f"- {model} × {dataset}: {len(errors)} unreadable image(s)")
+            lines += [f"  - {error}" for error in errors[:SKIPPED_SHOWN]]
+            if len(errors) > SKIPPED_SHOWN:
+                lines.append(f"  - … and {len(errors) - SKIPPED_SHOWN} more (`bad_images` table)")
     if failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {f['model']} × {f['dataset']}: {f['error']}" for f in failures]
@@ -213,7 +222,8 @@ def write_report(
     csv_names = [paths[name].name for name in tables]
     paths["report"] = out_dir / "report.md"
     failures = store.failures()
-    _write_text(paths["report"], markdown_report(config, table, sections, csv_names, failures))
+    text = markdown_report(config, table, sections, csv_names, failures, store.bad_images())
+    _write_text(paths["report"], text)
     linked = {Path(path).name for section in sections for _, path in section.plots}
     for old in plots_dir.iterdir():
         if old.name not in linked and (old.suffix == ".png" or TEMPORARY_SUFFIX in old.name):

@@ -243,6 +243,16 @@ class Store:
                 (model, dataset, error, traceback, now()),
             )
 
+    def bad_images(self) -> dict[tuple[str, str], list[str]]:
+        """The unreadable images each pass skipped (why, naming the file), by model × dataset."""
+        rows = self.connection.execute(
+            "SELECT model, dataset, error FROM bad_images ORDER BY model, dataset, idx"
+        )
+        skipped: dict[tuple[str, str], list[str]] = {}
+        for model, dataset, error in rows:
+            skipped.setdefault((model, dataset), []).append(error)
+        return skipped
+
     def failures(self) -> list[dict[str, Any]]:
         rows = self.connection.execute(
             "SELECT model, dataset, error, traceback, finished FROM failures "

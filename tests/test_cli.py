@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import invkit
 
 from .conftest import FAKE_PLUGINS, run_cli
@@ -75,3 +77,10 @@ def test_install_and_uninstall_run_pip_in_invkits_environment(tmp_path):
         [sys.executable, "-m", "pip", "show", "invkit-hello"], capture_output=True, check=False
     )
     assert shown.returncode != 0
+
+
+def test_list_takes_a_kind_in_either_number_and_suggestions_ignore_case():
+    singular, plural = run_cli("list", "measure"), run_cli("list", "measures")
+    assert singular.stdout == plural.stdout and "ei  [invkit.builtins.measures]" in plural.stdout
+    with pytest.raises(invkit.InvkitError, match="did you mean 'ei'"):
+        invkit.get_measure("EI")

@@ -54,6 +54,7 @@ def test_a_pass_is_picklable_data_and_run_pass_needs_no_store(tmp_path):
     result = invkit.run_pass(copy)
     assert [c.key for c in result.cells] == [("linear", "d0", "rotation", "ei")]
     assert result.images == 32 and 0 <= result.cells[0].value <= 1
+    assert result.forward_images == 32 * (1 + 3)  # originals and rotation's three views
     assert not list(tmp_path.rglob("*.sqlite"))  # nothing was written
 
 

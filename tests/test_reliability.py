@@ -227,8 +227,8 @@ def test_damaged_images_name_the_file_or_are_skipped_and_counted(tmp_path):
             message = expect_invkit_error(lambda p=position: dataset[p])
             assert path in message
             prepared = PreparedDataset(dataset, model.preprocessing, _plan())
-            message = expect_invkit_error(lambda d=prepared, p=position: d[p])
-            assert "--skip-bad-images" in message
+            _, target, _, problem, _ = prepared[position]  # recorded, for the pass to report
+            assert path in problem and target == -1
     FUZZ_COUNTS["images"] = len(bad)
     user_models = HERE / "study_files" / "user_models.py"
     config = parse_config({
@@ -240,14 +240,19 @@ def test_damaged_images_name_the_file_or_are_skipped_and_counted(tmp_path):
     })  # fmt: skip
     (tmp_path / "map.txt").write_text("a 0\n")
     failed = Study(config, out_dir=tmp_path / "strict", progress=False, echo=lambda _: None).run()
-    [failure] = failed.failures
-    assert (
-        "cannot read image" in failure["error"] and str(tmp_path / "set" / "a") in failure["error"]
-    )
-    assert "Traceback" not in failure["error"]
+    [failure] = failed.failures  # every bad file named in one message, not just the first
+    assert f"lin × set: {len(bad)} unreadable image(s): " in failure["error"]
+    assert all(str(path) in failure["error"] for path in sorted(bad)[:10])
+    assert f"and {len(bad) - 10} more" in failure["error"]
+    assert "--skip-bad-images" in failure["error"] and "Traceback" not in failure["error"]
     skipping = dataclasses_replace_run(config, skip_bad_images=True)
-    outcome = Study(skipping, out_dir=tmp_path / "skip", progress=False, echo=lambda _: None).run()
+    lines: list[str] = []
+    outcome = Study(skipping, out_dir=tmp_path / "skip", progress=False, echo=lines.append).run()
     assert not outcome.failures and outcome.computed == 1
+    [line] = [line for line in lines if "unreadable image(s) skipped" in line]
+    assert all(str(path) in line for path in sorted(bad)[:10])  # named in the console
+    report = (tmp_path / "skip" / "report.md").read_text()
+    assert "## Skipped images" in report and f"lin × set: {len(bad)} unreadable image(s)" in report
     db = sqlite3.connect(tmp_path / "skip" / "results.sqlite")
     assert db.execute("SELECT images, skipped FROM cells").fetchone() == (4, len(bad))
     (count,) = db.execute("SELECT COUNT(*) FROM bad_images").fetchone()
@@ -269,6 +274,7 @@ def test_a_failing_component_fails_its_passes_and_the_others_go_on(tmp_path):
     result = run_cli("study", str(config), "--no-progress", check=False)
     assert result.returncode == 1
     assert "2 cell(s) computed in 2 pass(es)" in result.stdout
+    assert "256 images through the models" in result.stdout  # 2 passes × 32 images × 4
     assert "2 pass(es) failed" in result.stderr
     assert (
         "broken × d0: InvkitError: model 'broken' fails on a blank (1, 3, 16, 16) input: "

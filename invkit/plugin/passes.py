@@ -94,6 +94,7 @@ class PassResult:
     matching: str
     upsampled: int
     input_size: tuple[int, int, int]
+    bad_files: list[str] = field(default_factory=list)  # the skipped images, by path
     device: str = ""
 
 

@@ -26,6 +26,15 @@ from invkit.plugin.passes import Cell, PassResult, PassSpec, Resolved
 from invkit.preprocessing import checked_model
 
 DATASETS_KEPT = 4
+FILES_SHOWN = 10
+
+
+def listing(names: list[str]) -> str:
+    """The first few names and how many more: a line for the console."""
+    more = len(names) - FILES_SHOWN
+    return ", ".join(names[:FILES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
 _model_cache: dict[str, LoadedModel] = {}
 _dataset_cache: OrderedDict[str, Any] = OrderedDict()
 
@@ -109,7 +118,6 @@ def run_pass(spec: PassSpec) -> PassResult:
         subset_indices(len(data), entry.limit, entry.seed),
         shift,
         entry.seed,
-        skip_bad=run.skip_bad_images,
     )
     if len(prepared) == 0:
         raise InvkitError(f"dataset {spec.dataset.name!r} is empty")
@@ -130,6 +138,14 @@ def run_pass(spec: PassSpec) -> PassResult:
         label=spec.label,
         progress=spec.progress,
     )
+    describe = getattr(data, "describe", lambda i: f"image {i}")
+    bad_files = [describe(index) for index, _ in evaluation.skipped]
+    if bad_files and not run.skip_bad_images:
+        raise InvkitError(
+            f"{spec.label}: {len(bad_files)} unreadable image(s): {listing(bad_files)} (e.g. "
+            f"{evaluation.skipped[0][1]}); fix or remove them, or run with --skip-bad-images to "
+            "record and skip them (`invkit check --images` finds them all before a study)"
+        )
     fingerprints = {(t, m): fingerprint for t, m, fingerprint in spec.cells}
     cells, samples = [], {}
     for (t, m), values in evaluation.values.items():
@@ -169,6 +185,7 @@ def run_pass(spec: PassSpec) -> PassResult:
         accuracy=evaluation.accuracy,
         matching=plan.method,
         upsampled=evaluation.upsampled,
+        bad_files=bad_files,
         input_size=tuple(loaded.preprocessing.input_size),
         device=str(device),
     )

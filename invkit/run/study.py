@@ -19,6 +19,7 @@ from invkit.errors import StorageError, unwritable_output
 from invkit.lock import exclusive
 from invkit.paths import check_writable, resolve_path
 from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
+from invkit.run.passes import listing
 from invkit.run.plan import StudyPlan
 from invkit.store import STORE_NAME, Store
 
@@ -44,7 +45,8 @@ def pass_line(spec: PassSpec, result: PassResult) -> str:
         if result.accuracy is None
         else f"accuracy {result.accuracy:.4f} (classes {result.matching})"
     )
-    notes = [f"{len(result.skipped)} unreadable image(s) skipped"] * bool(result.skipped)
+    notes = [f"{len(result.skipped)} unreadable image(s) skipped: {listing(result.bad_files)}"]
+    notes = notes if result.skipped else []
     if result.upsampled:
         size = "×".join(map(str, result.input_size[1:]))
         notes.append(f"{result.upsampled} image(s) smaller than the {size} input upsampled")
