@@ -9,14 +9,18 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# editable_mode=compat: a .pth entry for the clone, so that a folder named invkit in the current
+# directory (the clone itself, seen from its parent) cannot shadow the installed package
+EDITABLE := --config-settings editable_mode=compat -e
+
 install: $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet $(EDITABLE) .
 
 demo: install
 	$(VENV)/bin/invkit study --demo
 
 test: $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet $(EDITABLE) '.[test]'
 	$(PY) -m pip install --quiet ./plugins/invkit-jigsaw
 	$(MAKE) lint
 	$(PY) -m pytest

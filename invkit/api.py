@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from invkit.errors import InvkitError, plural
+from invkit.errors import InvkitError, UnknownComponentError, plural
 from invkit.plugins import get_host
 from invkit.registry import KINDS, Component
 
@@ -25,7 +25,21 @@ def _kind(kind: str) -> str:
 
 def get_component(kind: str, name: str) -> Component:
     """The registered component of ``kind`` called ``name`` (its description and parameters)."""
-    return get_host().registry.get(_kind(kind), name)
+    host = get_host()
+    try:
+        return host.registry.get(_kind(kind), name)
+    except UnknownComponentError as error:
+        left_out = host.filtered()
+        if not left_out:
+            raise
+        names = ", ".join(f"{info.name} ({info.filtered_by})" for info in left_out)
+        raise UnknownComponentError(
+            error.kind,
+            name,
+            error.suggestions,
+            [],
+            f"; installed but not loaded: {names}, which may provide it",
+        ) from None
 
 
 def list_components(kind: str | None = None) -> list[Component]:

@@ -96,7 +96,9 @@ def plugins_command(include_builtins: bool, as_json: bool) -> None:
     for info in infos:
         origin = "built-in" if info.builtin else "plugin"
         click.echo(f"{info.name} {info.version} ({origin})")
-        if info.error:
+        if info.filtered_by:
+            click.echo(f"  not loaded: left out by {info.filtered_by}")
+        elif info.error:
             click.echo(f"  FAILED: {info.error}")
         else:
             click.echo(f"  hooks: {', '.join(info.hooks) or '(none)'}")

@@ -18,10 +18,13 @@ class InvkitError(Exception):
 class UnknownComponentError(InvkitError, KeyError):
     """A component name that no loaded plugin registered."""
 
-    def __init__(self, kind: str, name: str, suggestions: list[str], known: list[str]):
+    def __init__(
+        self, kind: str, name: str, suggestions: list[str], known: list[str], note: str = ""
+    ):
         self.kind = kind
         self.name = name
         self.suggestions = suggestions
+        self.known = known
         if suggestions:
             hint = "did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
         elif known:
@@ -29,7 +32,7 @@ class UnknownComponentError(InvkitError, KeyError):
         else:
             hint = f"no {kind} is registered at all"
         message = (
-            f"unknown {kind} {name!r}: {hint} "
+            f"unknown {kind} {name!r}: {hint}{note} "
             f"(`invkit list {plural(kind)}` shows each one with its parameters)"
         )
         super().__init__(message)

@@ -21,7 +21,6 @@ import difflib
 import importlib
 import os
 import re
-import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -62,6 +61,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     unknown_hooks: list[str] = field(default_factory=list)  # implemented, but no such hook
+    filtered_by: str | None = None  # installed, not loaded: the variable that left it out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +71,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "error": self.error,
             "unknown_hooks": self.unknown_hooks,
+            "filtered_by": self.filtered_by,
         }
 
 
@@ -108,14 +109,19 @@ class PluginHost:
 
     def _fail(self, info: PluginInfo, what: str, error: BaseException) -> None:
         info.error = f"{type(error).__name__}: {error}"
-        message = (
-            f"invkit plugin {info.name!r} {info.version} failed to {what}: {info.error}; "
-            "it is left out (set INVKIT_STRICT_PLUGINS=1 to make this an error, or "
-            f"INVKIT_DISABLE_PLUGINS={info.name} to silence it)"
-        )
+        failed = f"invkit plugin {info.name!r} {info.version} failed to {what}: {info.error}"
         if self.strict:
-            raise PluginError(message + "\n" + "".join(traceback.format_exception(error)))
-        warnings.warn(message, PluginWarning, stacklevel=3)
+            raise PluginError(
+                f"{failed} (strict plugins are on, from INVKIT_STRICT_PLUGINS or "
+                "--strict-plugins: fix or upgrade the plugin, uninstall it, or leave it out with "
+                f"INVKIT_DISABLE_PLUGINS={info.name})"
+            )
+        warnings.warn(
+            f"{failed}; it is left out (set INVKIT_STRICT_PLUGINS=1 to make this an error, or "
+            f"INVKIT_DISABLE_PLUGINS={info.name} to silence it)",
+            PluginWarning,
+            stacklevel=3,
+        )
 
     def load_entry_points(self) -> None:
         """Import the third-party plugins the allow and block lists admit (once)."""
@@ -129,24 +135,35 @@ class PluginHost:
             version = dist.version if dist is not None else "unknown"
             key = normalize(dist_name)
             found.add(key)
-            if key in self.block or (self.allow is not None and key not in self.allow):
-                continue
             name = dist_name if dist_name not in self._info else f"{dist_name}:{entry_point.name}"
             info = PluginInfo(name, version, builtin=False)
             self._info[name] = info
+            if key in self.block:
+                info.filtered_by = "INVKIT_DISABLE_PLUGINS"
+            elif self.allow is not None and key not in self.allow:
+                info.filtered_by = "INVKIT_LOAD_PLUGINS"
+            if info.filtered_by:
+                continue
             try:
                 module = entry_point.load()
                 self.pm.register(module, name=name)
             except Exception as error:
                 self._fail(info, "import", error)
         self._check_hook_names()
-        for missing in sorted((self.allow or set()) - found):
-            warnings.warn(
-                f"INVKIT_LOAD_PLUGINS names {missing!r}, but no installed distribution of that "
-                f"name provides an invkit plugin (`invkit plugins` lists those that do)",
-                PluginWarning,
-                stacklevel=2,
-            )
+        for variable, names in (
+            ("INVKIT_LOAD_PLUGINS", self.allow or set()),
+            ("INVKIT_DISABLE_PLUGINS", self.block),
+        ):
+            for missing in sorted(names - found):
+                close = difflib.get_close_matches(missing, sorted(found), n=2, cutoff=0.5)
+                warnings.warn(
+                    f"{variable} names {missing!r}, but no installed distribution of that name "
+                    "provides an invkit plugin"
+                    + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+                    + " (`invkit plugins` lists those installed; names are distribution names)",
+                    PluginWarning,
+                    stacklevel=2,
+                )
 
     def _check_hook_names(self) -> None:
         """A hook implementation with no such hook (``register_transform`` for
@@ -237,6 +254,11 @@ class PluginHost:
                 impl.function(cli=cli)
             except Exception as error:
                 self._fail(info, "register its commands", error)
+
+    def filtered(self) -> list[PluginInfo]:
+        """Installed plugins that the allow or block list left out."""
+        self.load_entry_points()
+        return [info for info in self._info.values() if info.filtered_by]
 
     def plugins(self, include_builtins: bool = False) -> list[PluginInfo]:
         """Loaded plugins (and those that failed), with the hooks each implements."""

@@ -75,3 +75,18 @@ def test_examples_run(script):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_the_readme_example_runs_from_the_folder_holding_a_clone_named_invkit(tmp_path):
+    """A clone's folder is called invkit; Python run beside it must still import the installed
+    package, not that folder as a namespace package (the Makefile installs in compat mode)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "invkit").symlink_to(DOCS.parent, target_is_directory=True)
+    example = python_blocks(DOCS.parent / "README.md")[0]
+    result = subprocess.run(
+        [sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rotation EI of this batch:" in result.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from invkit import hookimpl
 from invkit.errors import DuplicateComponentError, PluginError
 from invkit.plugins import PluginHost, PluginWarning, temporary_plugin
 
-from .conftest import run_cli
+from .conftest import HERE, run_cli
 
 GOOD = "invkit-hello,invkit-jigsaw"
 
@@ -27,14 +28,16 @@ def test_builtins_always_load_even_with_an_empty_allowlist(with_plugin_site):
     assert transforms_of(host) == {"rotation", "grayscale", "compose"}
     names = [p.name for p in host.plugins(include_builtins=True)]
     assert "invkit.builtins.measures" in names
-    assert host.plugins() == []
+    left_out = host.plugins()  # installed, listed, not loaded, with the variable that says so
+    assert left_out and all(p.filtered_by == "INVKIT_LOAD_PLUGINS" for p in left_out)
+    assert all(p.hooks == [] for p in left_out)
 
 
 def test_allowlist_loads_only_the_named_distributions(with_plugin_site):
     host = PluginHost(environ={"INVKIT_LOAD_PLUGINS": "invkit_hello"})  # _ and - are the same
     assert "hflip" in transforms_of(host)
     assert "jigsaw" not in transforms_of(host)
-    [info] = host.plugins()
+    [info] = [p for p in host.plugins() if not p.filtered_by]
     assert (info.name, info.version, info.hooks) == (
         "invkit-hello",
         "1.2.3",
@@ -119,7 +122,10 @@ def test_temporary_plugin_registers_and_unregisters():
 def test_cli_shows_plugins_and_their_commands(with_plugin_site):
     env = {"INVKIT_LOAD_PLUGINS": GOOD}
     listed = json.loads(run_cli("plugins", "--json", env=env).stdout)
-    assert [p["name"] for p in listed] == ["invkit-hello", "invkit-jigsaw"]
+    assert [p["name"] for p in listed if not p["filtered_by"]] == ["invkit-hello", "invkit-jigsaw"]
+    assert {p["filtered_by"] for p in listed if p["name"] == "invkit-misspelt"} == {
+        "INVKIT_LOAD_PLUGINS"
+    }
     everything = json.loads(run_cli("plugins", "--all", "--json", env=env).stdout)
     assert {"invkit.builtins.transforms", "invkit-jigsaw"} <= {p["name"] for p in everything}
     assert "hello" in run_cli("--help", env=env).stdout
@@ -148,7 +154,40 @@ def test_a_misspelt_hook_is_reported_not_ignored(with_plugin_site):
     assert warning in result.stderr
     assert "unknown hooks (ignored): register_transform" in result.stdout
     listed = json.loads(run_cli("plugins", "--json", env=env).stdout)
-    assert listed[0]["unknown_hooks"] == ["register_transform"]
+    [misspelt] = [p for p in listed if p["name"] == "invkit-misspelt"]
+    assert misspelt["unknown_hooks"] == ["register_transform"]
     strict = run_cli("--strict-plugins", "list", "transforms", env=env, check=False)
     assert strict.returncode == 1
     assert "invkit: error: invkit plugin 'invkit-misspelt'" in strict.stderr
+
+
+def test_filtered_plugins_are_listed_and_named_when_their_component_is_asked_for(
+    with_plugin_site,
+):
+    env = {"INVKIT_LOAD_PLUGINS": GOOD, "INVKIT_DISABLE_PLUGINS": "invkit-hello,invkit-helo"}
+    result = run_cli("plugins", env=env)
+    assert "invkit-hello 1.2.3 (plugin)\n  not loaded: left out by INVKIT_DISABLE_PLUGINS" in (
+        result.stdout
+    )
+    assert "INVKIT_DISABLE_PLUGINS names 'invkit-helo', but no installed distribution" in (
+        result.stderr
+    )
+    assert "did you mean 'invkit-hello'" in result.stderr
+    unknown = run_cli("list", "--json", env=env)  # the registry itself still works
+    assert "hflip" not in unknown.stdout
+    base = (HERE / "study_files" / "base.toml").read_text()
+    text = base.replace('transforms = ["rotation", "grayscale"]', 'transforms = ["hflip"]')
+    config = Path(with_plugin_site).parent / "hflip.toml"
+    config.write_text(text)
+    failed = run_cli("check", str(config), env=env, check=False)
+    assert "unknown transform 'hflip'" in failed.stderr
+    assert "installed but not loaded: " in failed.stderr
+    assert "invkit-hello (INVKIT_DISABLE_PLUGINS)" in failed.stderr
+
+
+def test_strict_mode_says_so_without_a_traceback(with_plugin_site):
+    env = {"INVKIT_LOAD_PLUGINS": "invkit-broken-import", "INVKIT_STRICT_PLUGINS": "1"}
+    result = run_cli("plugins", env=env, check=False)
+    assert result.returncode == 1
+    assert "strict plugins are on" in result.stderr and "Traceback" not in result.stderr
+    assert "set INVKIT_STRICT_PLUGINS=1" not in result.stderr
