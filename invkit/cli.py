@@ -138,6 +138,10 @@ def list_command(kind: str | None, as_json: bool) -> None:
         click.echo("\n".join(_component_text(component)))
 
 
+def _names(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
 def _to_stderr(text: str) -> None:
     click.echo(text, err=True)
 
@@ -213,6 +217,13 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
     default=None,
     help="Allow checkpoints that run code when unpickled (only from sources you trust).",
 )
+@click.option("--models", help="Run only these models' passes (labels, comma-separated).")
+@click.option("--datasets", help="Run only these datasets' passes (labels, comma-separated).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="A smoke run: at most N images per dataset, values printed, nothing stored.",
+)
 @click.option(
     "--check",
     "check_only",
@@ -225,6 +236,9 @@ def study_command(
     demo: bool,
     out: str | None,
     fresh: bool,
+    models: str | None,
+    datasets: str | None,
+    limit: int | None,
     check_only: bool,
     progress: bool,
     **overrides: Any,
@@ -261,6 +275,9 @@ def study_command(
         fresh=fresh,
         progress=progress,
         echo=_to_stderr,
+        models=_names(models),
+        datasets=_names(datasets),
+        smoke_limit=limit,
     )
     try:
         outcome = study.run()
@@ -273,6 +290,9 @@ def study_command(
             err=True,
         )
         raise SystemExit(stop.exit_code) from None
+    if limit is not None:
+        click.echo(f"invkit: smoke run: {outcome.computed} cell(s) in {outcome.passes} pass(es)")
+        raise SystemExit(1 if outcome.failures else 0)
     click.echo(
         f"invkit: {outcome.computed} cell(s) computed in {outcome.passes} pass(es), "
         f"{outcome.reused} reused; {outcome.forward_images:,} images through the models; "

@@ -102,3 +102,22 @@ def test_check_passes_a_good_study_and_decodes_every_image_when_asked(tmp_path):
     assert "dataset 'd0': 2 unreadable image(s): " in bad.stderr
     assert "1/0.png (" in bad.stderr and "2/1.png (" in bad.stderr
     assert not (tmp_path / "invkit-results").exists()
+
+
+def test_a_subset_of_passes_runs_into_the_same_store_and_a_smoke_run_stores_nothing(tmp_path):
+    config = study_with(tmp_path, "linear,other_linear", datasets=2)
+    smoke = run_cli("study", str(config), "--limit", "5", "--models", "linear", "--no-progress")
+    assert "smoke run of 2 pass(es) on at most 5 image(s) per dataset" in smoke.stderr
+    assert "linear × d0: 5 images" in smoke.stderr and "linear × d1 rotation ei: " in smoke.stderr
+    assert not (tmp_path / "invkit-results").exists()
+    subset = run_cli(
+        "study", str(config), "--models", "linear", "--datasets", "d0", "--no-progress"
+    )
+    assert "1 cell(s) computed in 1 pass(es), 0 reused" in subset.stdout
+    full = run_cli("study", str(config), "--no-progress")
+    assert "3 cell(s) computed in 3 pass(es), 1 reused" in full.stdout  # same fingerprints
+    wrong = run_cli("study", str(config), "--models", "lineer", check=False)
+    assert wrong.returncode == 1
+    assert "--models names 'lineer', which the config does not list; its models: linear" in (
+        wrong.stderr
+    )

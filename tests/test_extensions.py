@@ -59,15 +59,15 @@ def test_a_pass_is_picklable_data_and_run_pass_needs_no_store(tmp_path):
 
 
 def test_processes_executor_equals_local_cell_for_cell(tmp_path):
-    config = study_with(tmp_path, "linear,other_linear,broken", datasets=2)
+    config = study_with(tmp_path, "linear,other_linear,nan", datasets=2)
     local = Study(load_config(config), out_dir=tmp_path / "local", progress=False).run()
     processes = with_run(config, executor="processes", executor_params={"workers": 2})
     pooled = Study(load_config(processes), out_dir=tmp_path / "pool", progress=False).run()
     assert results(tmp_path / "local") == results(tmp_path / "pool")
     assert len(results(tmp_path / "pool")) == 4 and pooled.computed == local.computed == 4
     failed = sorted((f["model"], f["dataset"]) for f in pooled.failures)
-    assert failed == [("broken", "d0"), ("broken", "d1")]
-    assert all("this model is broken" in f["error"] for f in pooled.failures)
+    assert failed == [("nan", "d0"), ("nan", "d1")]
+    assert all("NaN or infinite outputs" in f["error"] for f in pooled.failures)
 
 
 def test_third_party_executor_analysis_and_shift_run_end_to_end(with_plugin_site, tmp_path):

@@ -269,38 +269,44 @@ def dataclasses_replace_run(config, **changes):
     return dataclasses.replace(config, run=dataclasses.replace(config.run, **changes))
 
 
-def test_a_failing_component_fails_its_passes_and_the_others_go_on(tmp_path):
-    config = study_with(tmp_path, "broken,linear", datasets=2)
+def test_a_component_failing_mid_pass_fails_its_passes_and_the_others_go_on(tmp_path):
+    config = study_with(tmp_path, "nan,linear", datasets=2)  # nan loads fine, then fails
     result = run_cli("study", str(config), "--no-progress", check=False)
     assert result.returncode == 1
     assert "2 cell(s) computed in 2 pass(es)" in result.stdout
     assert "256 images through the models" in result.stdout  # 2 passes × 32 images × 4
     assert "2 pass(es) failed" in result.stderr
-    assert (
-        "broken × d0: InvkitError: model 'broken' fails on a blank (1, 3, 16, 16) input: "
-        "RuntimeError: this model is broken" in result.stderr
-    )
+    assert "nan × d0: InvkitError: nan × d0: the model produced NaN" in result.stderr
     db = sqlite3.connect(tmp_path / "invkit-results" / "results.sqlite")
     rows = db.execute("SELECT model, dataset, traceback FROM failures ORDER BY dataset").fetchall()
-    assert [(m, d) for m, d, _ in rows] == [("broken", "d0"), ("broken", "d1")]
-    assert all("Traceback" in tb and "this model is broken" in tb for _, _, tb in rows)
+    assert [(m, d) for m, d, _ in rows] == [("nan", "d0"), ("nan", "d1")]
+    assert all("Traceback" in tb and "NaN or infinite outputs" in tb for _, _, tb in rows)
     assert "## Failures" in (tmp_path / "invkit-results" / "report.md").read_text()
 
 
-@pytest.mark.parametrize(
-    ("model", "message"),
-    [
-        ("nan", "NaN or infinite outputs in batch 0 (its first image is dataset index 1)"),
-        ("two_outputs", "class index 2 (by index) is outside the model's 2 outputs (0 to 1)"),
-    ],
-)
-def test_bad_model_outputs_name_model_dataset_and_batch(tmp_path, model, message):
+def test_a_component_failing_to_load_stops_the_study_before_its_first_pass(tmp_path):
+    config = study_with(tmp_path, "broken,linear,two_outputs", datasets=2)
+    result = run_cli("study", str(config), "--no-progress", check=False)
+    assert result.returncode == 1 and "cell(s) computed" not in result.stdout
+    assert "invkit: error: 3 problems in the study:" in result.stderr
+    assert (
+        "model 'broken' fails on a blank (1, 3, 16, 16) input: RuntimeError: this model is broken"
+        in result.stderr
+    )
+    for dataset in ("d0", "d1"):  # each problem once per pair, found before any pass
+        message = f"two_outputs × {dataset}: class index 2 (by index) is outside the model's 2"
+        assert message in result.stderr
+    assert not (tmp_path / "invkit-results" / "results.sqlite").exists()
+
+
+def test_bad_model_outputs_name_model_dataset_and_batch(tmp_path):
     outcome = Study(
-        load_config(study_with(tmp_path, model)), progress=False, echo=lambda _: None
+        load_config(study_with(tmp_path, "nan")), progress=False, echo=lambda _: None
     ).run()
     [failure] = outcome.failures
-    assert failure["model"] == model and message in failure["error"]
-    assert f"{model} × d0" in failure["error"]
+    assert failure["model"] == "nan"
+    expected = "nan × d0: the model produced NaN or infinite outputs in batch 0 (its first image"
+    assert expected in failure["error"] and "is dataset index 1)" in failure["error"]
 
 
 def slow_study(tmp_path: Path) -> tuple[Path, list[str]]:

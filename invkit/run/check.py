@@ -14,6 +14,7 @@ from typing import Any
 
 from invkit.classes import plan_labels
 from invkit.config import StudyConfig
+from invkit.plugin.passes import Resolved
 from invkit.run.passes import load_dataset_for, load_model_for
 from invkit.run.plan import Problems, StudyPlan
 
@@ -43,25 +44,29 @@ def _unreadable(data: Any, progress: bool, label: str) -> list[str]:
     return bad
 
 
-def check_study(
-    config: StudyConfig, images: bool = False, progress: bool = True, echo: Callable = print
-) -> CheckReport:
-    """Every problem a study of ``config`` would meet before or at the start of its passes."""
-    problems = Problems()
-    plan = StudyPlan(config, problems)
-    datasets = {}
-    for dataset in plan.datasets:
+def check_loading(
+    plan: StudyPlan,
+    pairs: list[tuple[Resolved, Resolved]],
+    problems: Problems,
+    echo: Callable[[str], None] = print,
+) -> list[tuple[Resolved, Any]]:
+    """Load each model and open each dataset of ``pairs`` (model × dataset) once, and match the
+    classes of each pair; problems are recorded. Returns the datasets that opened."""
+    datasets: dict[str, tuple[Resolved, Any]] = {}
+    for dataset in {d.name: d for _, d in pairs}.values():
         with problems.at(any_error=True):
             datasets[dataset.name] = (dataset, load_dataset_for(dataset))
-    for model in plan.models:
+    for model in {m.name: m for m, _ in pairs}.values():
         loaded = None
         with problems.at(any_error=True):
-            loaded = load_model_for(model, plan.transforms, config.run.trust_checkpoints)
+            loaded = load_model_for(model, plan.transforms, plan.run.trust_checkpoints)
         if loaded is None:
             continue
-        echo(f"  model {model.name!r}: {loaded.preprocessing.num_classes} outputs, input "
-             f"{'×'.join(map(str, loaded.preprocessing.input_size))}")  # fmt: skip
-        for dataset, data in datasets.values():
+        size = "×".join(map(str, loaded.preprocessing.input_size))
+        echo(f"  model {model.name!r}: {loaded.preprocessing.num_classes} outputs, input {size}")
+        for dataset, data in [
+            datasets[d.name] for m, d in pairs if m == model and d.name in datasets
+        ]:
             entry = dataset.entry
             with problems.at():
                 plan_labels(
@@ -71,8 +76,19 @@ def check_study(
                     entry.class_subset,
                     context=f"{model.name} × {dataset.name}",
                 )
+    return list(datasets.values())
+
+
+def check_study(
+    config: StudyConfig, images: bool = False, progress: bool = True, echo: Callable = print
+) -> CheckReport:
+    """Every problem a study of ``config`` would meet before or at the start of its passes."""
+    problems = Problems()
+    plan = StudyPlan(config, problems)
+    pairs = [(model, dataset) for model in plan.models for dataset in plan.datasets]
+    datasets = check_loading(plan, pairs, problems, echo)
     if images:
-        for dataset, data in datasets.values():
+        for dataset, data in datasets:
             bad = _unreadable(data, progress, dataset.name)
             if bad:
                 shown = ", ".join(bad[:BAD_IMAGES_SHOWN]) + (", …" if len(bad) > 10 else "")

@@ -39,6 +39,10 @@ _model_cache: dict[str, LoadedModel] = {}
 _dataset_cache: OrderedDict[str, Any] = OrderedDict()
 
 
+def _described(error: BaseException) -> str:
+    return str(error) if isinstance(error, InvkitError) else f"{type(error).__name__}: {error}"
+
+
 def load_model_for(model: Resolved, transforms: dict[str, Any], trust: bool) -> LoadedModel:
     """The model a spec names, loaded, overridden by the config and checked (kept for the
     next pass of the same model)."""
@@ -49,8 +53,8 @@ def load_model_for(model: Resolved, transforms: dict[str, Any], trust: bool) -> 
         try:
             with trusted_checkpoints(trust):
                 loaded = get_component("model", model.scheme).create(model.rest, **model.params)
-        except InvkitError as error:
-            raise InvkitError(f"model {entry.name!r}: {error}") from None
+        except (Exception, SystemExit) as error:  # a user's model code may raise anything
+            raise InvkitError(f"model {entry.name!r}: {_described(error)}") from error
         if entry.preprocessing:
             override = {
                 k: tuple(v) if isinstance(v, list) else v for k, v in entry.preprocessing.items()
@@ -70,8 +74,8 @@ def load_dataset_for(dataset: Resolved) -> Any:
             _dataset_cache[key] = get_component("dataset", dataset.scheme).create(
                 dataset.rest, **dataset.params
             )
-        except InvkitError as error:
-            raise InvkitError(f"dataset {dataset.name!r}: {error}") from None
+        except (Exception, SystemExit) as error:
+            raise InvkitError(f"dataset {dataset.name!r}: {_described(error)}") from error
         while len(_dataset_cache) > DATASETS_KEPT:
             _dataset_cache.popitem(last=False)
     return _dataset_cache[key]

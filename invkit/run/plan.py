@@ -61,7 +61,7 @@ class Problems:
         with ``any_error``, any exception (a user's model or dataset code raising)."""
         try:
             yield
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # SystemExit: a user's code calling sys.exit
             if not isinstance(error, InvkitError) and not any_error:
                 raise
             text = (

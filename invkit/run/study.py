@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from invkit import __version__
 from invkit.config import StudyConfig
-from invkit.errors import StorageError, unwritable_output
+from invkit.errors import InvkitError, StorageError, unwritable_output
 from invkit.lock import exclusive
 from invkit.paths import check_writable, resolve_path
 from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
 from invkit.run.passes import listing
-from invkit.run.plan import StudyPlan
+from invkit.run.plan import Problems, StudyPlan
 from invkit.store import STORE_NAME, Store
 
 OUTPUT_FILES = ("results.csv", "correlations.csv", "predictions.csv", "analyses.json", "report.md")
@@ -56,6 +57,17 @@ def pass_line(spec: PassSpec, result: PassResult) -> str:
     )
 
 
+def _chosen(section: str, names: Sequence[str], entries: tuple[Any, ...]) -> set[str]:
+    known = [entry.name for entry in entries]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvkitError(
+            f"--{section} names {', '.join(map(repr, unknown))}, which the config does not "
+            f"list; its {section}: {', '.join(known)}"
+        )
+    return set(names)
+
+
 def failure_message(outcome: JobOutcome) -> str:
     error = outcome.error
     if isinstance(error, SystemExit):
@@ -73,7 +85,26 @@ class Study:
         fresh: bool = False,
         progress: bool = True,
         echo: Callable[[str], None] = print,
+        models: Sequence[str] = (),
+        datasets: Sequence[str] = (),
+        smoke_limit: int | None = None,
     ):
+        """``models``/``datasets``: run only the passes of these (labels); the store and the
+        report keep the whole config. ``smoke_limit``: a quick run on at most that many images
+        per dataset, printed and not stored (its cells would differ from the full run's)."""
+        self.only = (
+            _chosen("models", models, config.models),
+            _chosen("datasets", datasets, config.datasets),
+        )
+        self.smoke_limit = smoke_limit
+        if smoke_limit is not None:
+            if smoke_limit < 1:
+                raise InvkitError(f"--limit must be a positive number of images; got {smoke_limit}")
+            limited = tuple(
+                dataclasses.replace(d, limit=min(d.limit or smoke_limit, smoke_limit))
+                for d in config.datasets
+            )
+            config = dataclasses.replace(config, datasets=limited)
         self.config = config
         self.out_dir = (
             Path(out_dir).resolve()
@@ -110,58 +141,116 @@ class Study:
             (self.out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.out_dir / "plots", ignore_errors=True)
 
+    def _chosen_passes(self, specs: list[PassSpec]) -> list[PassSpec]:
+        models, datasets = self.only
+        return [
+            spec
+            for spec in specs
+            if (not models or spec.model.name in models)
+            and (not datasets or spec.dataset.name in datasets)
+        ]
+
+    def _execute(
+        self, specs: list[PassSpec], outcome: StudyOutcome
+    ) -> Iterator[tuple[PassSpec, JobOutcome]]:
+        """Each pass's outcome as the executor reports it; once the caller has stored it, the
+        pass is counted and its line printed."""
+        specs = [dataclasses.replace(spec, progress=self.progress) for spec in specs]
+        for job in self.plan.executor(specs):
+            spec = specs[job.index]
+            yield spec, job
+            if job.ok:
+                outcome.computed += len(job.result.cells)
+                outcome.passes += 1
+                outcome.forward_images += job.result.forward_images
+                self.echo(pass_line(spec, job.result))
+            else:
+                message = failure_message(job)
+                outcome.failures.append(
+                    {"model": spec.model.name, "dataset": spec.dataset.name, "error": message}
+                )
+                self.echo(f"invkit: FAILED {spec.label}: {message}")
+
+    def smoke(self) -> StudyOutcome:
+        """The chosen passes on at most ``smoke_limit`` images per dataset: values printed,
+        nothing written."""
+        outcome = StudyOutcome(self.out_dir)
+        specs = self._chosen_passes(self.plan.passes({}, set())[0])
+        self.echo(
+            f"invkit: smoke run of {len(specs)} pass(es) on at most {self.smoke_limit} image(s) "
+            "per dataset; nothing is stored"
+        )
+        cells = [
+            cell for _, job in self._execute(specs, outcome) if job.ok for cell in job.result.cells
+        ]
+        for cell in cells:
+            self.echo(
+                f"  {cell.model} × {cell.dataset} {cell.transform} {cell.measure}: {cell.value:.4f}"
+            )
+        return outcome
+
     def run(self) -> StudyOutcome:
         """Compute every missing cell, then write the report; failures are collected."""
+        if self.smoke_limit is not None:
+            return self.smoke()
         self._make_output_dir()
         with exclusive(self.out_dir):
             self._check_output_dir()
             if self.fresh:
                 self._clear_outputs()
-            store = Store(self.out_dir / STORE_NAME)
+            path = self.out_dir / STORE_NAME
+            store = Store(path) if path.is_file() else None  # created only once checks pass
             try:
-                return self._run(store)
+                damaged = set(store.damaged()) if store else set()
+                specs, reused = self.plan.passes(store.cells() if store else {}, damaged)
+                specs = self._chosen_passes(specs)
+                code = self.plan.code()
+                if specs and code:
+                    self.echo(f"invkit: the config runs this code: {', '.join(code)}")
+                self._check_pending(specs)
+                store = store or Store(path)
+                return self._run(store, specs, reused, damaged)
             finally:
-                store.close()
+                if store is not None:
+                    store.close()
 
-    def _run(self, store: Store) -> StudyOutcome:
+    def _check_pending(self, specs: list[PassSpec]) -> None:
+        """Before the first pass: load each model and open each dataset the pending passes
+        need, and match their classes, so that a wrong checkpoint or folder stops the study
+        once, with every problem listed, and not once per pass."""
+        from invkit.run.check import check_loading
+
+        problems = Problems()
+        pairs = [(spec.model, spec.dataset) for spec in specs]
+        check_loading(self.plan, pairs, problems, echo=lambda _: None)
+        problems.raise_if_any("the study")
+
+    def _run(
+        self, store: Store, specs: list[PassSpec], reused: int, damaged: set[tuple[str, ...]]
+    ) -> StudyOutcome:
         from invkit.report import write_report
 
-        outcome = StudyOutcome(self.out_dir)
+        outcome = StudyOutcome(self.out_dir, reused=reused)
         config = self.config.to_dict()
         store.set_config(config)
         store.set_meta("invkit_version", __version__)
-        damaged = set(store.damaged())
         for key in sorted(damaged):
             self.echo(
                 f"invkit: warning: stored cell {' × '.join(key)} fails its checksum (the store "
                 "was damaged); it is computed again"
             )
-        specs, outcome.reused = self.plan.passes(store.cells(), damaged)
-        specs = [dataclasses.replace(spec, progress=self.progress) for spec in specs]
         if specs:
-            code = self.plan.code()
-            if code:
-                self.echo(f"invkit: the config runs this code: {', '.join(code)}")
             self.echo(
                 f"invkit: {len(specs)} model × dataset pass(es) to run on {self.device}, "
                 f"{outcome.reused} cell(s) already in {self.out_dir / STORE_NAME}"
             )
-        for job in self.plan.executor(specs):
-            spec = specs[job.index]
+        for spec, job in self._execute(specs, outcome):
             if job.ok:
                 result: PassResult = job.result
                 store.write_pass(result.cells, result.samples, result.predictions, result.skipped)
-                outcome.computed += len(result.cells)
-                outcome.passes += 1
-                outcome.forward_images += result.forward_images
-                self.echo(pass_line(spec, result))
-                continue
-            message = failure_message(job)
-            store.record_failure(spec.model.name, spec.dataset.name, message, job.traceback)
-            outcome.failures.append(
-                {"model": spec.model.name, "dataset": spec.dataset.name, "error": message}
-            )
-            self.echo(f"invkit: FAILED {spec.label}: {message}")
+            else:
+                message = failure_message(job)
+                store.record_failure(spec.model.name, spec.dataset.name, message, job.traceback)
         store.check_identity()
         outcome.report = write_report(self.out_dir, store, config, self.plan.analyses)
         return outcome
