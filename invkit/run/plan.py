@@ -240,7 +240,8 @@ class StudyPlan:
 
     def code(self) -> list[str]:
         """The user code the config names (``python:`` specs), as the study announces it."""
-        return [f"{m.scheme}:{m.rest}" for m in self.models if m.scheme == "python"]
+        specs = (f"{m.scheme}:{m.rest}" for m in self.models if m.scheme == "python")
+        return list(dict.fromkeys(specs))  # each once, in config order
 
     def passes(
         self, stored: Mapping[tuple[str, str, str, str], Cell], damaged: set[tuple[str, ...]]
