@@ -5,6 +5,14 @@ The CLI prints an ``InvkitError`` as a one-line message (no traceback); anything
 
 from __future__ import annotations
 
+NAMES_SHOWN = 10  # how many files or names a message lists before "and N more"
+
+
+def listing(names: list[str]) -> str:
+    """The first few names and how many more: one line for a message."""
+    more = len(names) - NAMES_SHOWN
+    return ", ".join(names[:NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
 
 def plural(kind: str) -> str:
     """``transform`` → ``transforms``, ``analysis`` → ``analyses``, as ``invkit list`` says."""

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from invkit.analysis_render import format_value, markdown_table
-from invkit.errors import InvkitError, unwritable_output
+from invkit.errors import NAMES_SHOWN, InvkitError, unwritable_output
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, replacing
 from invkit.store import STORE_NAME, Store
 
-SKIPPED_SHOWN = 10
 RESULT_COLUMNS = [
     "model",
     "dataset",
@@ -181,9 +180,9 @@ def markdown_report(
         lines += ["", "## Skipped images", ""]
         for (model, dataset), errors in skipped.items():
             lines.append(f"- {model} × {dataset}: {len(errors)} unreadable image(s)")
-            lines += [f"  - {error}" for error in errors[:SKIPPED_SHOWN]]
-            if len(errors) > SKIPPED_SHOWN:
-                lines.append(f"  - … and {len(errors) - SKIPPED_SHOWN} more (`bad_images` table)")
+            lines += [f"  - {error}" for error in errors[:NAMES_SHOWN]]
+            if len(errors) > NAMES_SHOWN:
+                lines.append(f"  - … and {len(errors) - NAMES_SHOWN} more (`bad_images` table)")
     if failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {f['model']} × {f['dataset']}: {f['error']}" for f in failures]

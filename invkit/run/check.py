@@ -14,11 +14,10 @@ from typing import Any
 
 from invkit.classes import plan_labels
 from invkit.config import StudyConfig
+from invkit.errors import listing
 from invkit.plugin.passes import Resolved
 from invkit.run.passes import load_dataset_for, load_model_for
 from invkit.run.plan import Problems, StudyPlan
-
-BAD_IMAGES_SHOWN = 10
 
 
 @dataclass
@@ -91,9 +90,8 @@ def check_study(
         for dataset, data in datasets:
             bad = _unreadable(data, progress, dataset.name)
             if bad:
-                shown = ", ".join(bad[:BAD_IMAGES_SHOWN]) + (", …" if len(bad) > 10 else "")
                 problems.lines.append(
-                    f"dataset {dataset.name!r}: {len(bad)} unreadable image(s): {shown} (fix or "
-                    "remove them, or run with --skip-bad-images to record and skip them)"
+                    f"dataset {dataset.name!r}: {len(bad)} unreadable image(s): {listing(bad)} "
+                    "(fix or remove them, or run with --skip-bad-images to record and skip them)"
                 )
     return CheckReport(problems.lines, len(plan.models), len(datasets), plan.code())

@@ -20,19 +20,12 @@ from invkit.checkpoints import trusted_checkpoints
 from invkit.classes import plan_labels
 from invkit.data import PreparedDataset, make_loader, subset_indices
 from invkit.engine import Evaluation, evaluate, resolve_device
-from invkit.errors import InvkitError
+from invkit.errors import InvkitError, listing
 from invkit.plugin.components import LoadedModel
 from invkit.plugin.passes import Cell, PassResult, PassSpec, Resolved
 from invkit.preprocessing import checked_model
 
 DATASETS_KEPT = 4
-FILES_SHOWN = 10
-
-
-def listing(names: list[str]) -> str:
-    """The first few names and how many more: a line for the console."""
-    more = len(names) - FILES_SHOWN
-    return ", ".join(names[:FILES_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 _model_cache: dict[str, LoadedModel] = {}

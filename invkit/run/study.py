@@ -16,11 +16,10 @@ from typing import Any
 
 from invkit import __version__
 from invkit.config import StudyConfig
-from invkit.errors import InvkitError, StorageError, unwritable_output
+from invkit.errors import InvkitError, StorageError, listing, unwritable_output
 from invkit.lock import exclusive
 from invkit.paths import check_writable, resolve_path
 from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
-from invkit.run.passes import listing
 from invkit.run.plan import Problems, StudyPlan
 from invkit.store import STORE_NAME, Store
 
