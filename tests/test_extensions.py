@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import invkit
@@ -124,3 +126,29 @@ def test_a_shift_is_the_same_in_any_batch_size(with_plugin_site, tmp_path, monke
         Study(load_config(changed), out_dir=tmp_path / f"b{batch_size}", progress=False).run()
         values.append(results(tmp_path / f"b{batch_size}"))
     assert values[0] == values[1]
+
+
+def test_ray_executor_equals_local_cell_for_cell_and_records_failed_passes(tmp_path):
+    import ray
+
+    config = study_with(tmp_path, "linear,other_linear,nan", datasets=2)
+    local = Study(load_config(config), out_dir=tmp_path / "local", progress=False).run()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = with_run(config, executor="ray", executor_params={"max_retries": 1})
+        outcome = Study(load_config(on_ray), out_dir=tmp_path / "ray", progress=False).run()
+    finally:
+        ray.shutdown()
+    assert results(tmp_path / "ray") == results(tmp_path / "local")
+    assert outcome.computed == local.computed == 4 and outcome.forward_images == 4 * 32 * 4
+    failed = sorted((f["model"], f["dataset"]) for f in outcome.failures)
+    assert failed == [("nan", "d0"), ("nan", "d1")]
+    assert all("NaN or infinite outputs" in f["error"] for f in outcome.failures)
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    config = with_run(study_with(tmp_path, "linear"), executor="ray")
+    with pytest.raises(invkit.InvkitError, match=r'needs Ray: pip install "invkit\[ray\]"'):
+        Study(load_config(config), out_dir=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()  # refused before anything is written

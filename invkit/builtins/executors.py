@@ -1,5 +1,6 @@
 """Built-in executors: ``local`` runs passes one after the other in this process; ``processes``
-runs them in a pool of worker processes (one GPU each, round robin, when there are GPUs).
+runs them in a pool of worker processes (one GPU each, round robin, when there are GPUs);
+``ray`` (``invkit.builtins.ray_executor``) runs them as Ray tasks.
 
 An executor receives the study's ``PassSpec``s and yields one ``JobOutcome`` per pass, in any
 order; it never raises for a failed pass. Only the study writes results to the store.
@@ -62,7 +63,7 @@ def _start_worker(slots: multiprocessing.Queue, threads: int) -> None:
 
 
 def _run_in_worker(index: int, spec: PassSpec) -> JobOutcome:
-    if _worker_device is not None and spec.run.device == "cuda":
+    if _worker_device is not None and spec.run.device in ("auto", "cuda"):
         spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, device=_worker_device))
     outcome = run_one(index, dataclasses.replace(spec, progress=False))
     try:
@@ -124,5 +125,8 @@ class ProcessesExecutor:
 
 @hookimpl
 def register_executors(register):
+    from invkit.builtins.ray_executor import RayExecutor  # Ray itself loads when it runs
+
     register(LocalExecutor)
     register(ProcessesExecutor)
+    register(RayExecutor)

@@ -278,7 +278,7 @@ class StudyPlan:
                             ),
                             measures=tuple(m for m in self.config.measures if m.name in needed[1]),
                             cells=tuple(cells),
-                            run=dataclasses.replace(self.run, device=str(self.device)),
+                            run=self.run,  # "auto" resolves where the pass runs
                         )
                     )
         return specs, reused
