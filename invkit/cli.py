@@ -202,6 +202,10 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
     help="How passes run: local, processes, or a plugin's (default: the config's [run] "
     "executor, else local).",
 )
+@click.option(
+    "--ray-address",
+    help="Run passes as Ray tasks on this cluster (implies --executor ray; RAY_ADDRESS works too).",
+)
 @click.option("--fresh", is_flag=True, help="Delete the stored results and start over.")
 @click.option("--per-sample", is_flag=True, default=None, help="Store per-image values too.")
 @click.option(
@@ -236,6 +240,7 @@ def study_command(
     demo: bool,
     out: str | None,
     fresh: bool,
+    ray_address: str | None,
     models: str | None,
     datasets: str | None,
     limit: int | None,
@@ -263,6 +268,9 @@ def study_command(
     else:
         study_config = load_config(config)
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if ray_address:
+        params = {**study_config.run.executor_params, "address": ray_address}
+        changes.update(executor="ray", executor_params=params)
     study_config = dataclasses.replace(
         study_config, run=dataclasses.replace(study_config.run, **changes)
     )

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
+import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from invkit.config import load_config
 from invkit.run.plan import StudyPlan
 from invkit.run.study import Study
 
-from .conftest import run_cli, study_with
+from .conftest import run_cli, study_with, wait_for_cells
 
 PLUGINS = "invkit-meanscore,invkit-reversed,invkit-posterize"
 RESULT_KEYS = ("value", "accuracy", "images", "labeled", "matching", "higher_is_invariant")
@@ -128,22 +131,77 @@ def test_a_shift_is_the_same_in_any_batch_size(with_plugin_site, tmp_path, monke
     assert values[0] == values[1]
 
 
-def test_ray_executor_equals_local_cell_for_cell_and_records_failed_passes(tmp_path):
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs, as the CI machine has; studies join it by address."""
     import ray
 
-    config = study_with(tmp_path, "linear,other_linear,nan", datasets=2)
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield context.address_info["address"]
+    ray.shutdown()
+
+
+def on_ray(config: Path, **params: object) -> Path:
+    return with_run(config, executor="ray", executor_params={"max_retries": 1, **params})
+
+
+def add_logged_model(config: Path, name: str, log: Path, mode: str) -> None:
+    config.write_text(
+        config.read_text() + f'\n[[models]]\nname = "{name}"\n'
+        f'spec = "python:user_models.py:logged"\n'
+        f'params = {{ kwargs = {{ log = "{log}", mode = "{mode}" }} }}\n'
+        "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }\n"
+    )
+
+
+def test_ray_executor_equals_local_cell_for_cell(tmp_path, ray_cluster):
+    config = study_with(tmp_path, "linear,other_linear", datasets=2)
     local = Study(load_config(config), out_dir=tmp_path / "local", progress=False).run()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        on_ray = with_run(config, executor="ray", executor_params={"max_retries": 1})
-        outcome = Study(load_config(on_ray), out_dir=tmp_path / "ray", progress=False).run()
-    finally:
-        ray.shutdown()
+    outcome = Study(load_config(on_ray(config)), out_dir=tmp_path / "ray", progress=False).run()
     assert results(tmp_path / "ray") == results(tmp_path / "local")
     assert outcome.computed == local.computed == 4 and outcome.forward_images == 4 * 32 * 4
-    failed = sorted((f["model"], f["dataset"]) for f in outcome.failures)
-    assert failed == [("nan", "d0"), ("nan", "d1")]
-    assert all("NaN or infinite outputs" in f["error"] for f in outcome.failures)
+
+
+def test_ray_retries_a_failing_pass_then_records_it_and_the_study_exits_1(tmp_path, ray_cluster):
+    config = study_with(tmp_path, "linear", datasets=2)
+    log = tmp_path / "attempts.log"
+    add_logged_model(config, "failing", log, "raise")
+    result = run_cli(
+        "study", str(on_ray(config)), "--no-progress", env={"RAY_ADDRESS": ray_cluster},
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "2 cell(s) computed in 2 pass(es)" in result.stdout  # linear's passes completed
+    assert "failing × d0: RuntimeError: this pass always fails" in result.stderr
+    assert "failing × d1: RuntimeError: this pass always fails" in result.stderr
+    assert len(log.read_text().split()) == 2 * 2  # each pass: its first try and one retry
+
+
+def test_a_worker_killed_mid_pass_is_retried_and_results_are_identical(tmp_path, ray_cluster):
+    config = study_with(tmp_path, "linear")
+    log = tmp_path / "attempts.log"
+    add_logged_model(config, "dies_once", log, "die_once")
+    outcome = Study(load_config(on_ray(config)), out_dir=tmp_path / "ray", progress=False).run()
+    assert not outcome.failures and outcome.computed == 2
+    pids = log.read_text().split()  # one line per batch of 8: killed at its first batch,
+    assert len(pids) == 1 + 4 and pids[0] not in pids[1:]  # then all 4 in a new worker
+    cells = results(tmp_path / "ray")  # logged() wraps linear() with the same seed
+    assert cells[("dies_once", "d0", "rotation", "ei")] == cells[("linear", "d0", "rotation", "ei")]
+
+
+def test_killing_the_driver_and_rerunning_resumes_without_recomputing(tmp_path, ray_cluster):
+    config = on_ray(study_with(tmp_path, "slow", datasets=3))
+    store = tmp_path / "invkit-results" / "results.sqlite"
+    command = [str(Path(sys.executable).with_name("invkit")), "study", str(config), "--no-progress"]
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for_cells(store, 1, driver)
+    driver.kill()
+    driver.wait()
+    (kept,) = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()
+    assert 1 <= kept < 3
+    rerun = run_cli("study", str(config), "--no-progress", "--ray-address", ray_cluster)
+    assert f"{3 - kept} cell(s) computed in {3 - kept} pass(es), {kept} reused" in rerun.stdout
 
 
 def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):

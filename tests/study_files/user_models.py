@@ -106,3 +106,31 @@ class ExitsInForward(nn.Module):
 
 def exits_in_forward():
     return ExitsInForward()
+
+
+class Logged(nn.Module):
+    """Appends a line to ``log`` for every real batch, then fails or (once) kills its process."""
+
+    def __init__(self, log: str, mode: str):
+        super().__init__()
+        self.log, self.mode = log, mode
+        self.body = linear()
+
+    def forward(self, x):
+        if x.shape[0] > 1:  # not the one-image check before the study
+            import os
+            from pathlib import Path
+
+            with open(self.log, "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+            if self.mode == "raise":
+                raise RuntimeError("this pass always fails")
+            marker = Path(self.log + ".killed")
+            if self.mode == "die_once" and not marker.exists():
+                marker.write_text("once")
+                os.kill(os.getpid(), 9)  # as kill -9 of the worker mid-pass
+        return self.body(x)
+
+
+def logged(log: str = "", mode: str = "raise"):
+    return Logged(log, mode)
