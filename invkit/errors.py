@@ -14,6 +14,12 @@ def listing(names: list[str]) -> str:
     return ", ".join(names[:NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
+def described(error: BaseException) -> str:
+    """An error as one line: invkit's own message as it is, anything else with its type
+    (``TypeError: …``), since a bare message from someone else's code may not say what failed."""
+    return str(error) if isinstance(error, InvkitError) else f"{type(error).__name__}: {error}"
+
+
 def plural(kind: str) -> str:
     """``transform`` → ``transforms``, ``analysis`` → ``analyses``, as ``invkit list`` says."""
     return kind[:-2] + "es" if kind.endswith("is") else kind + "s"

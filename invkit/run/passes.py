@@ -20,7 +20,7 @@ from invkit.checkpoints import trusted_checkpoints
 from invkit.classes import plan_labels
 from invkit.data import PreparedDataset, make_loader, subset_indices
 from invkit.engine import Evaluation, evaluate, resolve_device
-from invkit.errors import InvkitError, listing
+from invkit.errors import InvkitError, described, listing
 from invkit.plugin.components import LoadedModel
 from invkit.plugin.passes import Cell, PassResult, PassSpec, Resolved
 from invkit.preprocessing import checked_model
@@ -30,10 +30,6 @@ DATASETS_KEPT = 4
 
 _model_cache: dict[str, LoadedModel] = {}
 _dataset_cache: OrderedDict[str, Any] = OrderedDict()
-
-
-def _described(error: BaseException) -> str:
-    return str(error) if isinstance(error, InvkitError) else f"{type(error).__name__}: {error}"
 
 
 def load_model_for(model: Resolved, transforms: dict[str, Any], trust: bool) -> LoadedModel:
@@ -47,7 +43,7 @@ def load_model_for(model: Resolved, transforms: dict[str, Any], trust: bool) -> 
             with trusted_checkpoints(trust):
                 loaded = get_component("model", model.scheme).create(model.rest, **model.params)
         except (Exception, SystemExit) as error:  # a user's model code may raise anything
-            raise InvkitError(f"model {entry.name!r}: {_described(error)}") from error
+            raise InvkitError(f"model {entry.name!r}: {described(error)}") from error
         if entry.preprocessing:
             override = {
                 k: tuple(v) if isinstance(v, list) else v for k, v in entry.preprocessing.items()
@@ -68,7 +64,7 @@ def load_dataset_for(dataset: Resolved) -> Any:
                 dataset.rest, **dataset.params
             )
         except (Exception, SystemExit) as error:
-            raise InvkitError(f"dataset {dataset.name!r}: {_described(error)}") from error
+            raise InvkitError(f"dataset {dataset.name!r}: {described(error)}") from error
         while len(_dataset_cache) > DATASETS_KEPT:
             _dataset_cache.popitem(last=False)
     return _dataset_cache[key]

@@ -26,7 +26,7 @@ from invkit.api import (
 from invkit.classes import check_class_map
 from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
 from invkit.engine import autocast_enabled, resolve_device
-from invkit.errors import InvkitError
+from invkit.errors import InvkitError, described
 from invkit.fingerprint import digest, path_digest
 from invkit.paths import resolve_path
 from invkit.plugin.passes import Cell, PassSpec, Resolved
@@ -64,9 +64,7 @@ class Problems:
         except (Exception, SystemExit) as error:  # SystemExit: a user's code calling sys.exit
             if not isinstance(error, InvkitError) and not any_error:
                 raise
-            text = (
-                str(error) if isinstance(error, InvkitError) else f"{type(error).__name__}: {error}"
-            )
+            text = described(error)
             self.lines.append(f"{where}: {text}" if where else text)
 
     def raise_if_any(self, what: str = "the config") -> None:
