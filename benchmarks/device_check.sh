@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script: CUDA tests, the demo study on the GPU, the engine benchmark.
+# The GPU checks, as one script: CUDA tests, the demo study on the GPU, the engine and
+# throughput benchmarks.
 # Run from the repository root on a machine with a CUDA GPU and torch, timm and kornia
 # importable (invkit itself from this checkout). Figures go to stdout and to $OUT when set.
 set -uo pipefail
@@ -19,3 +20,6 @@ echo "demo wall $((SECONDS - start)) s (training the 12 models on the CPU includ
 echo "== engine throughput"
 python3 benchmarks/engine.py --device cuda --model resnet50 --images 2048 --batch-size 128 \
   --workers 8 | tee "$out/engine_h200.txt"
+echo "== throughput against the limit and the plain approach (resnet50, JPEG photos)"
+python3 benchmarks/throughput.py --device cuda --models resnet50:224:512 --batch-size 128 \
+  --repeats 3 --many-images 512 --memory-images 0 | tee "$out/throughput_h200.txt"

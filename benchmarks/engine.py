@@ -1,6 +1,6 @@
 """Throughput of the evaluation engine: images per second for one model × dataset pass.
 
-A synthetic dataset of random 224×224 images (already at the model's size, so the data
+A synthetic dataset of random 224×224 uint8 images (already at the model's size, so the data
 loader only batches) goes through ``invkit.engine.evaluate`` with rotation (3 views) and
 grayscale (1 view) and the measures ei, agreement and js, under several settings, so their
 ratios show what batching all views into one forward pass and bfloat16 autocast buy.
@@ -17,15 +17,15 @@ import torch
 from torch.utils.data import Dataset
 
 import invkit
-from invkit.classes import LabelPlan
 from invkit.data import PreparedDataset, make_loader
-from invkit.engine import evaluate, resolve_device
+from invkit.engine import ModelRun, evaluate, resolve_device
 from invkit.plugin.components import LoadedModel, Preprocessing
 
 
 class RandomImages(Dataset):
     def __init__(self, count: int, size: int):
-        self.images = torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 256, (count, 3, size, size), generator=generator).byte()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -47,13 +47,13 @@ def main() -> None:
     module = timm.create_model(args.model, pretrained=False)
     prep = Preprocessing(input_size=(3, args.size, args.size), crop_pct=1.0, num_classes=1000)
     model = LoadedModel(module, prep, args.model)
-    data = PreparedDataset(RandomImages(args.images, args.size), prep, LabelPlan(None, None))
+    data = PreparedDataset(RandomImages(args.images, args.size), prep)
     transforms = {
         "rotation": invkit.get_transform("rotation"),
         "grayscale": invkit.get_transform("grayscale"),
     }
     measures = [(name, invkit.get_measure(name)) for name in ("ei", "agreement", "js")]
-    cells = {name: measures for name in transforms}
+    run = ModelRun(model, {name: measures for name in transforms})
     print(
         f"device {device}, {args.model}, {args.images} images {args.size}px, "
         f"batch {args.batch_size}, torch {torch.__version__}"
@@ -64,10 +64,11 @@ def main() -> None:
     ]
     if device.type == "cuda":
         settings.append(("all views, bf16 autocast", {"amp": True}))
+        settings.append(("bf16, channels-last", {"amp": True, "channels_last": True}))
     for label, options in settings:
         loader = make_loader(data, args.batch_size, args.workers, pin=device.type == "cuda")
-        evaluate(model, loader, transforms, cells, device, progress=False, **options)  # warm-up
-        result = evaluate(model, loader, transforms, cells, device, progress=False, **options)
+        evaluate([run], loader, transforms, device, progress=False, **options)  # warm-up
+        [result] = evaluate([run], loader, transforms, device, progress=False, **options)
         print(
             f"  {label:<30} {result.images / result.seconds:9.0f} images/s "
             f"({result.forward_images / result.seconds:9.0f} forward images/s)"

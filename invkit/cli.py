@@ -60,6 +60,26 @@ def _version() -> str:
     return __version__
 
 
+class AutoOrCount(click.ParamType):
+    """``auto`` or an integer of at least ``least``."""
+
+    name = "auto|N"
+
+    def __init__(self, least: int):
+        self.least = least
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = self.least - 1
+        if number < self.least:
+            self.fail(f"{value!r} is neither auto nor an integer >= {self.least}", param, ctx)
+        return number
+
+
 @click.group(cls=PluginCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=_version(), prog_name="invkit")
 @click.option(
@@ -193,8 +213,17 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=0),
-    help="Data-loader worker processes (default: the config's [run] workers, else 0).",
+    type=AutoOrCount(0),
+    help="Data-loader processes decoding while the models run: a number, or auto (half the "
+    "cores, at most 8; none for a single batch) (default: the config's [run] workers, else "
+    "auto).",
+)
+@click.option(
+    "--models-per-pass",
+    type=AutoOrCount(1),
+    help="At most this many models with the same input share one decoding of a dataset, or "
+    "auto (up to 8, within 4 GiB of parameters) (default: the config's [run] models_per_pass, "
+    "else auto).",
 )
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA (off by default).")
 @click.option(
@@ -303,7 +332,8 @@ def study_command(
         raise SystemExit(1 if outcome.failures else 0)
     click.echo(
         f"invkit: {outcome.computed} cell(s) computed in {outcome.passes} pass(es), "
-        f"{outcome.reused} reused; {outcome.forward_images:,} images through the models; "
+        f"{outcome.reused} reused; {outcome.decoded:,} images decoded, "
+        f"{outcome.forward_images:,} through the models; "
         f"report: {outcome.report.get('report', study.out_dir)}"
     )
     if outcome.failures:

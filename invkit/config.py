@@ -59,7 +59,7 @@ class RunOptions:
     out: str = "invkit-results"
     device: str = "auto"
     batch_size: int = 64
-    workers: int = 0
+    workers: int | str = "auto"  # data-loader processes; "auto": invkit.run.passes.auto_workers
     amp: bool = False
     per_sample: bool = False
     bootstrap: int = 0
@@ -70,6 +70,10 @@ class RunOptions:
     skip_bad_images: bool = False
     trust_checkpoints: bool = False
     min_free_mb: int = 100
+    models_per_pass: int | str = "auto"  # models sharing one decoding; "auto": AUTO_MODELS_PER_PASS
+    reduced_decoding: bool = False  # JPEG DCT scaling down to the resize's size (not identical)
+    channels_last: bool = True  # on CUDA: channels-last memory format for models and inputs
+    compile: bool = False  # torch.compile each model before its pass
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,17 @@ def _component(section: str, i: int | None, raw: Any) -> ComponentEntry:
     )
 
 
+AUTO_OR_COUNT = {"workers": 0, "models_per_pass": 1}  # run options taking "auto" or a count
+
+
+def _auto_or_count(where: str, value: Any, least: int) -> int | str:
+    if value == "auto" or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= least
+    ):
+        return value
+    raise ConfigError(f'{where} must be "auto" or an integer >= {least}; got {value!r}')
+
+
 def _run(raw: Any) -> RunOptions:
     _expect("'run'", raw, Mapping, "a table: [run]")
     known = [f.name for f in fields(RunOptions)]
@@ -234,7 +249,9 @@ def _run(raw: Any) -> RunOptions:
     defaults = RunOptions()
     values = {}
     for f in fields(RunOptions):
-        if f.name in raw:
+        if f.name in AUTO_OR_COUNT and f.name in raw:
+            values[f.name] = _auto_or_count(f"run.{f.name}", raw[f.name], AUTO_OR_COUNT[f.name])
+        elif f.name in raw:
             default = getattr(defaults, f.name)
             what = "a table" if isinstance(default, dict) else f"a {type(default).__name__}"
             values[f.name] = _expect(f"run.{f.name}", raw[f.name], type(default), what)
@@ -243,7 +260,7 @@ def _run(raw: Any) -> RunOptions:
         raise ConfigError("run.out must name a folder; got an empty string")
     if options.batch_size < 1:
         raise ConfigError(f"run.batch_size must be at least 1; got {options.batch_size}")
-    for name in ("workers", "bootstrap", "seed", "max_views_per_forward", "min_free_mb"):
+    for name in ("bootstrap", "seed", "max_views_per_forward", "min_free_mb"):
         if getattr(options, name) < 0:
             raise ConfigError(f"run.{name} must be >= 0; got {getattr(options, name)}")
     return options

@@ -1,9 +1,11 @@
-"""The evaluation loop: one model over one dataset, every transform's views, every measure.
+"""The evaluation loop: one dataset through one or more models that share its decoding, every
+transform's views, every measure.
 
-Per batch: pixels to the device → each transform makes its views there → the model's
-normalization → one forward pass over the originals and all views together (chunked when
-asked) → logits restricted to a class subset → float64 softmax → each measure's per-sample
-values. Only per-sample scalars are kept, never the dataset's outputs.
+Per batch: pixels to the device (uint8 when the images are 8-bit) → float → each transform
+makes its views there, once for all the models → per model: its normalization → one forward
+pass over the originals and all views together (chunked when asked) → logits restricted to a
+class subset → float64 softmax → each measure's per-sample values. Only per-sample scalars are
+kept, never the dataset's outputs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from invkit.aggregate import view_average
+from invkit.data import as_float
 from invkit.errors import InvkitError
 from invkit.plugin.components import LoadedModel
 
@@ -106,41 +109,81 @@ def _forward(module: Any, pixels: torch.Tensor, chunk: int, amp: bool) -> torch.
     return torch.cat(outputs)
 
 
+@dataclass
+class ModelRun:
+    """One model's share of a pass: its cells (transform name → (measure name, measure)
+    pairs), the logits it keeps (a class subset) and how dataset labels map to them."""
+
+    model: LoadedModel
+    cells: Mapping[str, Sequence[tuple[str, Any]]]
+    logit_index: Sequence[int] | None = None
+    targets: Sequence[int] | None = None  # dataset label → target index; None: as given
+    label: str = ""
+
+
+class _ModelState:
+    """What one model accumulates over a pass."""
+
+    def __init__(self, run: ModelRun, device: torch.device, transforms: Mapping[str, Any]):
+        self.run = run
+        prep = run.model.preprocessing
+        self.module = run.model.module.to(device).eval()
+        self.mean = torch.tensor(prep.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(prep.std, device=device).view(1, -1, 1, 1)
+        self.columns = (
+            torch.tensor(run.logit_index, device=device) if run.logit_index is not None else None
+        )
+        self.needed_outputs = max(run.logit_index) + 1 if run.logit_index is not None else 0
+        self.lookup = (
+            torch.tensor([*run.targets, -1], dtype=torch.long) if run.targets is not None else None
+        )  # label -1 (unlabeled) indexes the last entry
+        self.values: dict[tuple[str, str], list[torch.Tensor]] = {
+            (t, m): [] for t, measures in run.cells.items() for m, _ in measures
+        }
+        self.view_names = ["original"] + [
+            f"{t}/{i}" for t in run.cells for i in range(getattr(transforms[t], "num_views", 1))
+        ]
+        self.records: dict[str, ViewRecord] = {}
+        self.targets: list[torch.Tensor] = []
+        self.correct: list[torch.Tensor] = []
+        self.forward_images = 0
+
+    def model_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        return labels if self.lookup is None else self.lookup[labels]
+
+
 def evaluate(
-    model: LoadedModel,
+    runs: Sequence[ModelRun],
     loader: DataLoader,
     transforms: Mapping[str, Any],
-    cells: Mapping[str, Sequence[tuple[str, Any]]],
     device: torch.device,
-    logit_index: Sequence[int] | None = None,
     amp: bool = False,
     max_views_per_forward: int = 0,
     per_sample: bool = False,
     label: str = "",
     progress: bool = True,
-) -> Evaluation:
-    """Run ``model`` over ``loader``; ``cells`` maps a transform name to its (measure name,
-    measure) pairs. Raises ``InvkitError`` naming the batch on NaN or infinite outputs."""
+    channels_last: bool = False,
+    compile: bool = False,
+) -> list[Evaluation]:
+    """Run every model of ``runs`` over ``loader``'s batches (decoded once for all of them);
+    one ``Evaluation`` per model, each identical to running that model alone. Raises
+    ``InvkitError`` naming the model and batch on NaN or infinite outputs."""
     from tqdm.auto import tqdm
 
-    module = model.module.to(device).eval()
-    prep = model.preprocessing
-    mean = torch.tensor(prep.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(prep.std, device=device).view(1, -1, 1, 1)
-    columns = torch.tensor(logit_index, device=device) if logit_index is not None else None
-    needed_outputs = max(logit_index) + 1 if logit_index is not None else 0  # known on the CPU
     use_amp = autocast_enabled(amp, device)
-    values: dict[tuple[str, str], list[torch.Tensor]] = {
-        (t, m): [] for t, measures in cells.items() for m, _ in measures
-    }
-    view_names = ["original"] + [
-        f"{t}/{i}" for t in cells for i in range(getattr(transforms[t], "num_views", 1))
-    ]
-    records = {name: ViewRecord() for name in view_names} if per_sample else {}
-    indices, targets, correct = [], [], []
+    states = [_ModelState(run, device, transforms) for run in runs]
+    for state in states:
+        if channels_last:
+            state.module = state.module.to(memory_format=torch.channels_last)
+        if compile:
+            state.module = torch.compile(state.module)
+    if per_sample:
+        for state in states:
+            state.records = {name: ViewRecord() for name in state.view_names}
+    needed = list(dict.fromkeys(t for state in states for t in state.run.cells))
+    indices: list[torch.Tensor] = []
     skipped: list[tuple[int, str]] = []
     upsampled = 0
-    forward_images = 0
     started = time.perf_counter()
     bar = tqdm(
         total=len(loader.dataset),  # type: ignore[arg-type]
@@ -152,60 +195,33 @@ def evaluate(
     )
     with torch.inference_mode(), bar:
         batches = enumerate(_batches(loader))
-        for batch_number, (pixels, target, index, errors, enlarged) in batches:
+        for batch_number, (pixels, labels, index, errors, enlarged) in batches:
             bar.update(len(index))
             upsampled += int(enlarged.sum())
             readable = torch.tensor([not e for e in errors])
             if not readable.all():
                 skipped += [(int(i), e) for i, e in zip(index, errors, strict=True) if e]
-                pixels, target, index = pixels[readable], target[readable], index[readable]
+                pixels, labels, index = pixels[readable], labels[readable], index[readable]
                 if not len(index):
                     continue
-            pixels = pixels.to(device, non_blocking=True)
-            size = pixels.shape[0]
-            views = {t: transforms[t](pixels) for t in cells}
-            stacked = torch.cat([pixels, *(v for vs in views.values() for v in vs)])
-            chunk = size * max_views_per_forward if max_views_per_forward else stacked.shape[0]
-            logits = _forward(module, (stacked - mean) / std, chunk, use_amp)
-            forward_images += stacked.shape[0]
-            if not torch.isfinite(logits).all():
-                raise InvkitError(
-                    f"{label}: the model produced NaN or infinite outputs in batch {batch_number} "
-                    f"(its first image is dataset index {int(index[0])}); "
-                    "check the weights and inputs" + (", or run without --amp" if use_amp else "")
-                )
-            if columns is not None:
-                if logits.shape[1] < needed_outputs:
-                    raise InvkitError(
-                        f"{label}: the class subset needs output {needed_outputs - 1}, but the "
-                        f"model has {logits.shape[1]} outputs"
-                    )
-                logits = logits[:, columns]
-            probs = logits.double().softmax(dim=1).split(size)
-            original, view_probs = probs[0], probs[1:]
-            if int(target.max()) >= probs[0].shape[1]:  # target is still on the CPU: no sync
-                raise InvkitError(
-                    f"{label}: label {int(target.max())} is outside the model's "
-                    f"{probs[0].shape[1]} outputs; the model's classes do not match the dataset's"
-                )
+            pixels = as_float(pixels.to(device, non_blocking=True))
+            if channels_last:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            views = {t: transforms[t](pixels) for t in needed}
             indices.append(index)
-            targets.append(target)
-            all_labeled = bool((target >= 0).all())
-            target = target.to(device, non_blocking=True)
-            correct.append(original.argmax(dim=1) == target)
-            labels = target if all_labeled else None
-            offset = 0
-            for t, measures in cells.items():
-                count = len(views[t])
-                these = view_probs[offset : offset + count]
-                offset += count
-                for m, measure in measures:
-                    values[(t, m)].append(view_average(measure, original, these, labels))
-            if per_sample:
-                for name, p in zip(view_names, probs, strict=True):
-                    conf, pred = p.max(dim=1)
-                    records[name].prediction.append(pred)
-                    records[name].confidence.append(conf.float())
+            for state in states:
+                _evaluate_batch(
+                    state,
+                    pixels,
+                    views,
+                    labels,
+                    batch_number,
+                    index,
+                    device,
+                    use_amp,
+                    max_views_per_forward,
+                    per_sample,
+                )
     if not indices:
         reason = (
             f"all {len(skipped)} images were unreadable, e.g. {skipped[0][1]}"
@@ -213,19 +229,91 @@ def evaluate(
             else "the dataset is empty"
         )
         raise InvkitError(f"{label}: {reason}")
+    seconds = time.perf_counter() - started
+    all_indices = torch.cat(indices)
+    return [_evaluation(state, all_indices, skipped, upsampled, seconds) for state in states]
+
+
+def _evaluate_batch(
+    state: _ModelState,
+    pixels: torch.Tensor,
+    views: Mapping[str, Sequence[torch.Tensor]],
+    labels: torch.Tensor,
+    batch_number: int,
+    index: torch.Tensor,
+    device: torch.device,
+    use_amp: bool,
+    max_views_per_forward: int,
+    per_sample: bool,
+) -> None:
+    """One batch through one model: forward over the originals and its transforms' views,
+    then each of its measures."""
+    run = state.run
+    size = pixels.shape[0]
+    stacked = torch.cat([pixels, *(v for t in run.cells for v in views[t])])
+    chunk = size * max_views_per_forward if max_views_per_forward else stacked.shape[0]
+    logits = _forward(state.module, (stacked - state.mean) / state.std, chunk, use_amp)
+    state.forward_images += stacked.shape[0]
+    if not torch.isfinite(logits).all():
+        raise InvkitError(
+            f"{run.label}: the model produced NaN or infinite outputs in batch {batch_number} "
+            f"(its first image is dataset index {int(index[0])}); "
+            "check the weights and inputs" + (", or run without --amp" if use_amp else "")
+        )
+    if state.columns is not None:
+        if logits.shape[1] < state.needed_outputs:
+            raise InvkitError(
+                f"{run.label}: the class subset needs output {state.needed_outputs - 1}, but the "
+                f"model has {logits.shape[1]} outputs"
+            )
+        logits = logits[:, state.columns]
+    probs = logits.double().softmax(dim=1).split(size)
+    original, view_probs = probs[0], probs[1:]
+    target = state.model_targets(labels)
+    if int(target.max()) >= original.shape[1]:  # target is still on the CPU: no sync
+        raise InvkitError(
+            f"{run.label}: label {int(target.max())} is outside the model's "
+            f"{original.shape[1]} outputs; the model's classes do not match the dataset's"
+        )
+    state.targets.append(target)
+    all_labeled = bool((target >= 0).all())
+    target = target.to(device, non_blocking=True)
+    state.correct.append(original.argmax(dim=1) == target)
+    known = target if all_labeled else None
+    offset = 0
+    for t, measures in run.cells.items():
+        count = len(views[t])
+        these = view_probs[offset : offset + count]
+        offset += count
+        for m, measure in measures:
+            state.values[(t, m)].append(view_average(measure, original, these, known))
+    if per_sample:
+        for name, p in zip(state.view_names, probs, strict=True):
+            conf, pred = p.max(dim=1)
+            state.records[name].prediction.append(pred)
+            state.records[name].confidence.append(conf.float())
+
+
+def _evaluation(
+    state: _ModelState,
+    indices: torch.Tensor,
+    skipped: list[tuple[int, str]],
+    upsampled: int,
+    seconds: float,
+) -> Evaluation:
     # per-sample results stayed on the device during the pass (no sync per batch); one copy now
-    for record in records.values():
+    for record in state.records.values():
         record.prediction = [torch.cat(record.prediction).cpu()]
         record.confidence = [torch.cat(record.confidence).cpu()]
     return Evaluation(
-        values={key: torch.cat(chunks).cpu() for key, chunks in values.items()},
-        indices=torch.cat(indices),
-        targets=torch.cat(targets),
-        correct=torch.cat(correct).cpu(),
-        views=records,
+        values={key: torch.cat(chunks).cpu() for key, chunks in state.values.items()},
+        indices=indices,
+        targets=torch.cat(state.targets),
+        correct=torch.cat(state.correct).cpu(),
+        views=state.records,
         skipped=skipped,
         upsampled=upsampled,
-        images=sum(len(i) for i in indices),
-        forward_images=forward_images,
-        seconds=time.perf_counter() - started,
+        images=len(indices),
+        forward_images=state.forward_images,
+        seconds=seconds,
     )

@@ -165,6 +165,11 @@ def direct(model, images: torch.Tensor, targets: torch.Tensor | None, logit_inde
     return {"values": result, "accuracy": accuracy}
 
 
+# a measure's value from 8-bit files resized as uint8 (invkit) or as float (the references):
+# docs/performance.md states this bound; the largest difference seen in these tests is 3.8e-4
+UINT8_RESIZE_TOLERANCE = 1e-3
+
+
 def load_folder(folder: Path, interpolation: str = "bilinear", size: int = 16) -> torch.Tensor:
     """The folder's images resized (shorter side), centre-cropped and clipped to [0, 1]."""
     tensors = []
@@ -209,9 +214,12 @@ def test_study_results_equal_direct_computation(study_dir, finished):
         }
         for dataset, (images, targets) in inputs.items():
             expected = direct(model, images, targets)
+            # digits are float tensors at size: the same pixels. The folders' 8-bit files are
+            # resized as uint8, which rounds each pixel (docs/performance.md states the bound)
+            tolerance = 2e-6 if dataset == "digits" else UINT8_RESIZE_TOLERANCE
             for (transform, measure), value in expected["values"].items():
                 row = results[(model_name, dataset, transform, measure)]
-                assert float(row["value"]) == pytest.approx(value, abs=2e-6), (
+                assert float(row["value"]) == pytest.approx(value, abs=tolerance), (
                     model_name,
                     dataset,
                     transform,
@@ -354,7 +362,8 @@ def test_class_subset_restricts_the_logits(study_dir, tmp_path):
     expected = direct(
         model, images, torch.tensor([0] * 3 + [1] * 3 + [2] * 3), logit_index=[1, 3, 4]
     )
-    assert float(row["value"]) == pytest.approx(expected["values"][("grayscale", "ei")], abs=1e-6)
+    expected_ei = expected["values"][("grayscale", "ei")]
+    assert float(row["value"]) == pytest.approx(expected_ei, abs=UINT8_RESIZE_TOLERANCE)
     assert float(row["accuracy"]) == pytest.approx(expected["accuracy"])
     unrestricted = direct(model, images, None)["values"][("grayscale", "ei")]
     assert abs(unrestricted - float(row["value"])) > 1e-3  # the restriction changes the value

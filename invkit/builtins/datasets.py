@@ -7,6 +7,7 @@ model's classes happens in ``invkit.classes``; resizing in ``invkit.data``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,6 +84,15 @@ class ImageFolder(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self._read(index, None)
+
+    def read_reduced(self, index: int, shorter_side: int) -> tuple[Any, int]:
+        """The item decoded at a reduced scale where the format allows it (JPEG's DCT scaling,
+        by 1/2, 1/4 or 1/8), never below ``shorter_side`` pixels on the shorter side; used
+        with ``run.reduced_decoding``."""
+        return self._read(index, shorter_side)
+
+    def _read(self, index: int, shorter_side: int | None) -> tuple[Any, int]:
         from PIL import Image, UnidentifiedImageError
 
         path, label = self.samples[index]
@@ -93,6 +103,11 @@ class ImageFolder(Dataset):
                         f"image {str(path)!r} is {image.width}×{image.height} pixels, over the "
                         f"limit of {self.max_pixels:,} (a guard against decompression bombs; "
                         "raise it with the dataset's params.max_pixels if the file is genuine)"
+                    )
+                if shorter_side is not None and image.format == "JPEG":
+                    factor = shorter_side / min(image.width, image.height)
+                    image.draft(
+                        None, (math.ceil(image.width * factor), math.ceil(image.height * factor))
                     )
                 image.load()
                 return image, label

@@ -1,13 +1,16 @@
 """What a study's passes are made of: plain, picklable data an executor can send anywhere.
 
-A study plans one ``PassSpec`` per model × dataset with missing cells; an executor runs each
-through ``invkit.run_pass`` (in this process, a process pool, a cluster) and reports a
-``JobOutcome`` holding the ``PassResult`` or the failure. Only the study, in the driver
-process, writes results to the store.
+A study plans one ``PassSpec`` per model × dataset with missing cells, and bundles the passes
+over one dataset whose models share a preprocessing into one spec (``shared``), so that each
+image is decoded once for all of them; an executor runs each spec through ``invkit.run_pass``
+(in this process, a process pool, a cluster) and reports a ``JobOutcome`` holding the
+``PassResult`` (with one result per bundled model) or the failure. Only the study, in the
+driver process, writes results to the store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +64,11 @@ class Resolved:
 @dataclass(frozen=True)
 class PassSpec:
     """One model over one dataset: the cells to compute (transform label, measure label,
-    fingerprint), the components by label, and the run options the pass needs."""
+    fingerprint), the components by label, and the run options the pass needs.
+
+    ``shared`` holds further passes over the same dataset whose models take the same input
+    (size, interpolation, crop, channels): they run on the same decoded batches, each with
+    the results it would have alone, under this spec's ``run`` and ``progress``."""
 
     model: Resolved
     dataset: Resolved
@@ -70,10 +77,18 @@ class PassSpec:
     cells: tuple[tuple[str, str, str], ...]
     run: RunOptions
     progress: bool = False  # a progress bar (in a terminal, when the pass runs in the driver)
+    shared: tuple[PassSpec, ...] = ()
+
+    @property
+    def members(self) -> tuple[PassSpec, ...]:
+        """Each model's own pass: this one (without ``shared``), then the shared ones."""
+        alone = dataclasses.replace(self, shared=()) if self.shared else self
+        return (alone, *self.shared)
 
     @property
     def label(self) -> str:
-        return f"{self.model.name} × {self.dataset.name}"
+        models = ", ".join(spec.model.name for spec in self.members)
+        return f"{models} × {self.dataset.name}"
 
 
 @dataclass
@@ -96,6 +111,13 @@ class PassResult:
     input_size: tuple[int, int, int]
     bad_files: list[str] = field(default_factory=list)  # the skipped images, by path
     device: str = ""
+    shared: list[PassResult] = field(default_factory=list)  # one per PassSpec.shared
+    decoded: int = 0  # images the pass read and decoded (once for all its models)
+
+    @property
+    def members(self) -> list[PassResult]:
+        """One result per model of the pass, in the order of ``PassSpec.members``."""
+        return [self, *self.shared]
 
 
 @dataclass

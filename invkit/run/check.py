@@ -16,8 +16,9 @@ from invkit.classes import plan_labels
 from invkit.config import StudyConfig
 from invkit.errors import listing
 from invkit.plugin.passes import Resolved
-from invkit.run.passes import load_dataset_for, load_model_for
+from invkit.run.passes import input_key, load_dataset_for, load_model_for, module_bytes
 from invkit.run.plan import Problems, StudyPlan
+from invkit.run.sharing import ModelInput
 
 
 @dataclass
@@ -48,9 +49,11 @@ def check_loading(
     pairs: list[tuple[Resolved, Resolved]],
     problems: Problems,
     echo: Callable[[str], None] = print,
+    inputs: dict[str, ModelInput] | None = None,
 ) -> list[tuple[Resolved, Any]]:
     """Load each model and open each dataset of ``pairs`` (model × dataset) once, and match the
-    classes of each pair; problems are recorded. Returns the datasets that opened."""
+    classes of each pair; problems are recorded, and what each model takes as input goes in
+    ``inputs``. Returns the datasets that opened."""
     datasets: dict[str, tuple[Resolved, Any]] = {}
     for dataset in {d.name: d for _, d in pairs}.values():
         with problems.at(any_error=True):
@@ -61,6 +64,10 @@ def check_loading(
             loaded = load_model_for(model, plan.transforms, plan.run.trust_checkpoints)
         if loaded is None:
             continue
+        if inputs is not None:
+            inputs[model.name] = ModelInput(
+                input_key(loaded.preprocessing), module_bytes(loaded.module)
+            )
         size = "×".join(map(str, loaded.preprocessing.input_size))
         echo(f"  model {model.name!r}: {loaded.preprocessing.num_classes} outputs, input {size}")
         for dataset, data in [

@@ -2,14 +2,16 @@
 
 ``run_pass`` takes a ``PassSpec`` (plain data) and returns a ``PassResult`` (plain data); it
 loads what it needs and writes nothing, so an executor can run it in this process, in a
-worker process or on another machine. The last model and the last few datasets stay loaded
-in the process, so consecutive passes of one model do not load it again.
+worker process or on another machine. A spec may bundle several models that share the
+dataset's decoding. The last pass's models and the last few datasets stay loaded in the
+process, so consecutive passes of the same models do not load them again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,11 +19,11 @@ import torch
 from invkit.aggregate import summarize
 from invkit.api import get_component, get_measure, get_shift, get_transform
 from invkit.checkpoints import trusted_checkpoints
-from invkit.classes import plan_labels
+from invkit.classes import LabelPlan, plan_labels
 from invkit.data import PreparedDataset, make_loader, subset_indices
-from invkit.engine import Evaluation, evaluate, resolve_device
+from invkit.engine import Evaluation, ModelRun, evaluate, resolve_device
 from invkit.errors import InvkitError, described, listing
-from invkit.plugin.components import LoadedModel
+from invkit.plugin.components import LoadedModel, Preprocessing
 from invkit.plugin.passes import Cell, PassResult, PassSpec, Resolved
 from invkit.preprocessing import checked_model
 
@@ -32,25 +34,55 @@ _model_cache: dict[str, LoadedModel] = {}
 _dataset_cache: OrderedDict[str, Any] = OrderedDict()
 
 
+def load_models_for(
+    models: Sequence[Resolved], transforms: dict[str, Any], trust: bool
+) -> list[LoadedModel]:
+    """The models specs name, loaded, overridden by the config and checked (kept for the next
+    pass of the same models; any others are freed first)."""
+    wanted = {model.fingerprint for model in models}
+    for key in [key for key in _model_cache if key not in wanted]:
+        del _model_cache[key]
+    for model in models:
+        if model.fingerprint not in _model_cache:
+            _model_cache[model.fingerprint] = _load_model(model, transforms, trust)
+    return [_model_cache[model.fingerprint] for model in models]
+
+
 def load_model_for(model: Resolved, transforms: dict[str, Any], trust: bool) -> LoadedModel:
-    """The model a spec names, loaded, overridden by the config and checked (kept for the
-    next pass of the same model)."""
-    key = model.fingerprint
-    if key not in _model_cache:
-        _model_cache.clear()  # free the previous model first
-        entry = model.entry
-        try:
-            with trusted_checkpoints(trust):
-                loaded = get_component("model", model.scheme).create(model.rest, **model.params)
-        except (Exception, SystemExit) as error:  # a user's model code may raise anything
-            raise InvkitError(f"model {entry.name!r}: {described(error)}") from error
-        if entry.preprocessing:
-            override = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in entry.preprocessing.items()
-            }
-            loaded.preprocessing = dataclasses.replace(loaded.preprocessing, **override)
-        _model_cache[key] = checked_model(loaded, transforms, entry.name)
-    return _model_cache[key]
+    """One model, as ``load_models_for`` loads it."""
+    return load_models_for([model], transforms, trust)[0]
+
+
+def _load_model(model: Resolved, transforms: dict[str, Any], trust: bool) -> LoadedModel:
+    entry = model.entry
+    try:
+        with trusted_checkpoints(trust):
+            loaded = get_component("model", model.scheme).create(model.rest, **model.params)
+    except (Exception, SystemExit) as error:  # a user's model code may raise anything
+        raise InvkitError(f"model {entry.name!r}: {described(error)}") from error
+    if entry.preprocessing:
+        override = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in entry.preprocessing.items()
+        }
+        loaded.preprocessing = dataclasses.replace(loaded.preprocessing, **override)
+    return checked_model(loaded, transforms, entry.name)
+
+
+def module_bytes(module: Any) -> int:
+    """The bytes a module's parameters and buffers take (0 for what is not a torch module)."""
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def input_key(preprocessing: Preprocessing) -> tuple[Any, ...]:
+    """What decides the pixels a model receives: models with equal keys can share decoding."""
+    return (
+        tuple(preprocessing.input_size),
+        preprocessing.interpolation,
+        float(preprocessing.crop_pct),
+    )
 
 
 def load_dataset_for(dataset: Resolved) -> Any:
@@ -86,59 +118,113 @@ def _prediction_rows(spec: PassSpec, evaluation: Evaluation) -> list[tuple[Any, 
     return rows
 
 
+def auto_workers(images: int, batch_size: int) -> int:
+    """``run.workers = "auto"``: half the cores (at most 8) decode while the forward passes
+    run, or none when the pass is a single batch (nothing to overlap)."""
+    import os
+
+    if images <= batch_size:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
 def run_pass(spec: PassSpec) -> PassResult:
-    """Compute the cells of one model × dataset pass; raises ``InvkitError`` naming the model,
-    the dataset or the image that went wrong."""
+    """Compute the cells of one model × dataset pass (or of several models sharing the
+    dataset's decoding: one result each, in ``PassResult.shared``); raises ``InvkitError``
+    naming the model, the dataset or the image that went wrong."""
     run = spec.run
     device = resolve_device(run.device)
-    transforms = {t.name: get_transform(t.component, **t.params) for t in spec.transforms}
-    measures = {m.name: get_measure(m.component, **m.params) for m in spec.measures}
-    loaded = load_model_for(spec.model, transforms, run.trust_checkpoints)
+    members = spec.members
+    transforms = {
+        t.name: get_transform(t.component, **t.params)
+        for t in {t.name: t for m in members for t in m.transforms}.values()
+    }
+    measures = {
+        m.name: get_measure(m.component, **m.params)
+        for m in {m.name: m for member in members for m in member.measures}.values()
+    }
+    models = load_models_for([m.model for m in members], transforms, run.trust_checkpoints)
+    keys = {input_key(loaded.preprocessing) for loaded in models}
+    if len(keys) > 1:
+        raise InvkitError(
+            f"{spec.label}: the models of a shared pass take different inputs ({keys}); "
+            "they run one by one"
+        )
     data = load_dataset_for(spec.dataset)
     entry = spec.dataset.entry
-    plan = plan_labels(
-        getattr(data, "classes", None),
-        loaded.preprocessing,
-        entry.class_map,
-        entry.class_subset,
-        context=spec.label,
-    )
+    plans = [
+        plan_labels(
+            getattr(data, "classes", None),
+            loaded.preprocessing,
+            entry.class_map,
+            entry.class_subset,
+            context=member.label,
+        )
+        for member, loaded in zip(members, models, strict=True)
+    ]
     shift = None if entry.shift is None else get_shift(entry.shift.component, **entry.shift.params)
     prepared = PreparedDataset(
         data,
-        loaded.preprocessing,
-        plan,
+        models[0].preprocessing,
         subset_indices(len(data), entry.limit, entry.seed),
         shift,
         entry.seed,
+        reduced_decoding=run.reduced_decoding,
     )
     if len(prepared) == 0:
         raise InvkitError(f"dataset {spec.dataset.name!r} is empty")
-    loader = make_loader(prepared, run.batch_size, run.workers, pin=device.type == "cuda")
-    cells_by_transform: dict[str, list[tuple[str, Any]]] = {}
-    for t, m, _ in spec.cells:
-        cells_by_transform.setdefault(t, []).append((m, measures[m]))
-    evaluation = evaluate(
-        loaded,
+    workers = auto_workers(len(prepared), run.batch_size) if run.workers == "auto" else run.workers
+    loader = make_loader(prepared, run.batch_size, workers, pin=device.type == "cuda")
+    model_runs = []
+    for member, loaded, plan in zip(members, models, plans, strict=True):
+        cells: dict[str, list[tuple[str, Any]]] = {}
+        for t, m, _ in member.cells:
+            cells.setdefault(t, []).append((m, measures[m]))
+        model_runs.append(ModelRun(loaded, cells, plan.logit_index, plan.targets, member.label))
+    evaluations = evaluate(
+        model_runs,
         loader,
         transforms,
-        cells_by_transform,
         device,
-        plan.logit_index,
         amp=run.amp,
         max_views_per_forward=run.max_views_per_forward,
         per_sample=run.per_sample,
         label=spec.label,
         progress=spec.progress,
+        channels_last=run.channels_last and device.type == "cuda",
+        compile=run.compile,
     )
     describe = getattr(data, "describe", lambda i: f"image {i}")
-    bad_files = [describe(index) for index, _ in evaluation.skipped]
+    skipped = evaluations[0].skipped
+    bad_files = [describe(index) for index, _ in skipped]
     if bad_files and not run.skip_bad_images:
         raise InvkitError(
-            f"{spec.label}: {len(bad_files)} unreadable image(s): {listing(bad_files)} (e.g. "
-            f"{evaluation.skipped[0][1]}); fix or remove them, or run with --skip-bad-images to "
+            f"{spec.label}: {len(bad_files)} unreadable image(s): {listing(bad_files)} "
+            f"(e.g. {skipped[0][1]}); fix or remove them, or run with --skip-bad-images to "
             "record and skip them (`invkit check --images` finds them all before a study)"
         )
+    results = [
+        _result(member, loaded, plan, evaluation, measures, bad_files, device)
+        for member, loaded, plan, evaluation in zip(
+            members, models, plans, evaluations, strict=True
+        )
+    ]
+    results[0].shared = results[1:]
+    results[0].decoded = len(prepared)
+    return results[0]
+
+
+def _result(
+    spec: PassSpec,
+    loaded: LoadedModel,
+    plan: LabelPlan,
+    evaluation: Evaluation,
+    measures: dict[str, Any],
+    bad_files: list[str],
+    device: torch.device,
+) -> PassResult:
+    """One model's ``PassResult``: a cell per (transform, measure), summarized."""
+    run = spec.run
     fingerprints = {(t, m): fingerprint for t, m, fingerprint in spec.cells}
     cells, samples = [], {}
     for (t, m), values in evaluation.values.items():

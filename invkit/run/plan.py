@@ -25,6 +25,7 @@ from invkit.api import (
 )
 from invkit.classes import check_class_map
 from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
+from invkit.data import PIPELINE_VERSION
 from invkit.engine import autocast_enabled, resolve_device
 from invkit.errors import InvkitError, described
 from invkit.fingerprint import digest, path_digest
@@ -233,6 +234,7 @@ class StudyPlan:
                 "amp": autocast_enabled(self.run.amp, self.device),
                 "bootstrap": [self.run.bootstrap, self.run.seed],
                 "skip_bad_images": self.run.skip_bad_images,
+                "pixels": [PIPELINE_VERSION, self.run.reduced_decoding],
             }
         )
 

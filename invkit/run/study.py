@@ -21,6 +21,7 @@ from invkit.lock import exclusive
 from invkit.paths import check_writable, resolve_path
 from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
 from invkit.run.plan import Problems, StudyPlan
+from invkit.run.sharing import ModelInput, share_decoding
 from invkit.store import STORE_NAME, Store
 
 OUTPUT_FILES = ("results.csv", "correlations.csv", "predictions.csv", "analyses.json", "report.md")
@@ -33,12 +34,14 @@ class StudyOutcome:
     reused: int = 0
     passes: int = 0
     forward_images: int = 0
+    decoded: int = 0  # images read and decoded (once for all the models sharing a pass)
     failures: list[dict[str, str]] = field(default_factory=list)
     report: dict[str, Path] = field(default_factory=dict)
 
 
-def pass_line(spec: PassSpec, result: PassResult) -> str:
-    """The one line a finished pass prints: images, rate, accuracy and class matching, notes."""
+def pass_line(spec: PassSpec, result: PassResult, shared_with: Sequence[str] = ()) -> str:
+    """The one line a finished pass prints: images, rate, accuracy and class matching, notes
+    (``shared_with``: the other models that ran on the same decoded images)."""
     rate = result.images / max(result.seconds, 1e-9)
     accuracy = (
         "unlabeled"
@@ -50,6 +53,8 @@ def pass_line(spec: PassSpec, result: PassResult) -> str:
     if result.upsampled:
         size = "×".join(map(str, result.input_size[1:]))
         notes.append(f"{result.upsampled} image(s) smaller than the {size} input upsampled")
+    if shared_with:
+        notes.append(f"images decoded once, shared with {', '.join(shared_with)}")
     return (
         f"  {spec.label}: {result.images} images, {rate:,.0f} img/s, {accuracy}, "
         f"{len(result.cells)} cell(s)" + "".join(f", {note}" for note in notes)
@@ -151,24 +156,46 @@ class Study:
 
     def _execute(
         self, specs: list[PassSpec], outcome: StudyOutcome
-    ) -> Iterator[tuple[PassSpec, JobOutcome]]:
-        """Each pass's outcome as the executor reports it; once the caller has stored it, the
-        pass is counted and its line printed."""
+    ) -> Iterator[tuple[PassSpec, PassResult | None, JobOutcome]]:
+        """Each model's pass as it finishes: its spec, its result (``None`` when it failed) and
+        the executor's outcome; once the caller has stored it, the pass is counted and its
+        line printed. A failed shared pass runs again one model at a time, so that one
+        model's failure fails its own pass only."""
         specs = [dataclasses.replace(spec, progress=self.progress) for spec in specs]
+        alone: list[PassSpec] = []
         for job in self.plan.executor(specs):
             spec = specs[job.index]
-            yield spec, job
-            if job.ok:
-                outcome.computed += len(job.result.cells)
-                outcome.passes += 1
-                outcome.forward_images += job.result.forward_images
-                self.echo(pass_line(spec, job.result))
-            else:
-                message = failure_message(job)
-                outcome.failures.append(
-                    {"model": spec.model.name, "dataset": spec.dataset.name, "error": message}
+            if not job.ok and spec.shared:
+                self.echo(
+                    f"invkit: the shared pass {spec.label} failed ({failure_message(job)}); "
+                    "its models run again one at a time"
                 )
-                self.echo(f"invkit: FAILED {spec.label}: {message}")
+                alone.extend(spec.members)
+                continue
+            yield from self._finished(spec, job, outcome)
+        for job in self.plan.executor(alone) if alone else ():
+            yield from self._finished(alone[job.index], job, outcome)
+
+    def _finished(
+        self, spec: PassSpec, job: JobOutcome, outcome: StudyOutcome
+    ) -> Iterator[tuple[PassSpec, PassResult | None, JobOutcome]]:
+        if not job.ok:
+            yield spec, None, job
+            message = failure_message(job)
+            outcome.failures.append(
+                {"model": spec.model.name, "dataset": spec.dataset.name, "error": message}
+            )
+            self.echo(f"invkit: FAILED {spec.label}: {message}")
+            return
+        outcome.decoded += job.result.decoded
+        names = [member.model.name for member in spec.members]
+        for member, result in zip(spec.members, job.result.members, strict=True):
+            yield member, result, job
+            outcome.computed += len(result.cells)
+            outcome.passes += 1
+            outcome.forward_images += result.forward_images
+            others = [name for name in names if name != member.model.name]
+            self.echo(pass_line(member, result, others))
 
     def smoke(self) -> StudyOutcome:
         """The chosen passes on at most ``smoke_limit`` images per dataset: values printed,
@@ -180,7 +207,10 @@ class Study:
             "per dataset; nothing is stored"
         )
         cells = [
-            cell for _, job in self._execute(specs, outcome) if job.ok for cell in job.result.cells
+            cell
+            for _, result, _ in self._execute(specs, outcome)
+            if result
+            for cell in result.cells
         ]
         for cell in cells:
             self.echo(
@@ -206,23 +236,35 @@ class Study:
                 code = self.plan.code()
                 if specs and code:
                     self.echo(f"invkit: the config runs this code: {', '.join(code)}")
-                self._check_pending(specs)
+                inputs = self._check_pending(specs)
+                specs = share_decoding(specs, inputs, self._models_per_pass())
                 store = store or Store(path)
                 return self._run(store, specs, reused, damaged)
             finally:
                 if store is not None:
                     store.close()
 
-    def _check_pending(self, specs: list[PassSpec]) -> None:
+    def _models_per_pass(self) -> int | str:
+        """``auto`` bundles models under the ``local`` executor only: other executors spread
+        passes over workers, and bundles would leave workers idle."""
+        run = self.config.run
+        return (
+            1 if run.models_per_pass == "auto" and run.executor != "local" else run.models_per_pass
+        )
+
+    def _check_pending(self, specs: list[PassSpec]) -> dict[str, ModelInput]:
         """Before the first pass: load each model and open each dataset the pending passes
         need, and match their classes, so that a wrong checkpoint or folder stops the study
-        once, with every problem listed, and not once per pass."""
+        once, with every problem listed, and not once per pass. Returns what each model
+        takes as input, to share decoding between models."""
         from invkit.run.check import check_loading
 
         problems = Problems()
         pairs = [(spec.model, spec.dataset) for spec in specs]
-        check_loading(self.plan, pairs, problems, echo=lambda _: None)
+        inputs: dict[str, ModelInput] = {}
+        check_loading(self.plan, pairs, problems, echo=lambda _: None, inputs=inputs)
         problems.raise_if_any("the study")
+        return inputs
 
     def _run(
         self, store: Store, specs: list[PassSpec], reused: int, damaged: set[tuple[str, ...]]
@@ -243,9 +285,8 @@ class Study:
                 f"invkit: {len(specs)} model × dataset pass(es) to run on {self.device}, "
                 f"{outcome.reused} cell(s) already in {self.out_dir / STORE_NAME}"
             )
-        for spec, job in self._execute(specs, outcome):
-            if job.ok:
-                result: PassResult = job.result
+        for spec, result, job in self._execute(specs, outcome):
+            if result is not None:
                 store.write_pass(result.cells, result.samples, result.predictions, result.skipped)
             else:
                 message = failure_message(job)
