@@ -24,6 +24,7 @@ and reports peak memory of a study over 1× and 10× the images (separate proces
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -46,6 +47,7 @@ from invkit.store import STORE_NAME, Store
 
 TRANSFORMS = ("rotation", "grayscale")
 MEASURES = ("ei", "agreement", "js")
+LONGER = 4  # the limit and the in-memory pass go over the images this many times (steadier)
 MANY = (
     "test_byobnet",
     "test_convnext",
@@ -79,6 +81,19 @@ def write_photos(folder: Path, count: int, seed: int = 0) -> None:
         Image.fromarray(np.ascontiguousarray(crop)).save(target / f"{i:05d}.jpg", quality=90)
 
 
+def seeded_weights(arch: str, folder: Path) -> Path:
+    """A safetensors file of ``arch``'s seeded random weights (2 classes): every contender and
+    every run then evaluates the same model (no hub is reachable for pretrained ones)."""
+    from safetensors.torch import save_file
+
+    path = folder / f"{arch}.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = timm.create_model(arch, pretrained=False, num_classes=2)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
 def study_config(
     folder: Path, models: dict[str, str], size: int, run: dict, analyses: bool = False
 ) -> dict:
@@ -87,7 +102,7 @@ def study_config(
             {
                 "name": name,
                 "spec": f"timm:{arch}",
-                "params": {"pretrained": False, "num_classes": 2},
+                "params": {"weights": str(seeded_weights(arch, folder.parent)), "num_classes": 2},
                 "preprocessing": {"input_size": [3, size, size]},
             }
             for name, arch in models.items()
@@ -122,17 +137,17 @@ def preprocessed(folder: Path, model: invkit.LoadedModel, device: torch.device) 
     return as_float(torch.stack([data[i][0] for i in range(len(data))])).to(device)
 
 
-def limit_rate(module, images, views, mean, std, batch: int, amp: bool) -> float:
-    """Images per second of forward passes and softmax alone, all views in one forward."""
+def limit_rate(module, batches: list[torch.Tensor], images: int, amp: bool) -> float:
+    """Images per second of forward passes and softmax alone, over batches holding the
+    originals and all their views, already normalized."""
     started = time.perf_counter()
     with torch.inference_mode():
-        for start in range(0, len(images), batch):
-            stacked = torch.cat([v[start : start + batch] for v in views])
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-                module((stacked - mean) / std).float().softmax(dim=1)
-        if images.device.type == "cuda":
+        for stacked in batches:
+            with torch.autocast(stacked.device.type, dtype=torch.bfloat16, enabled=amp):
+                module(stacked).float().softmax(dim=1)
+        if batches[0].device.type == "cuda":
             torch.cuda.synchronize()
-    return len(images) / (time.perf_counter() - started)
+    return images / (time.perf_counter() - started)
 
 
 def in_memory_rate(model, images_uint8, device, batch: int, workers: int, amp: bool) -> float:
@@ -151,8 +166,10 @@ def in_memory_rate(model, images_uint8, device, batch: int, workers: int, amp: b
 
     measures = [(m, invkit.get_measure(m)) for m in MEASURES]
     transforms = {t: invkit.get_transform(t) for t in TRANSFORMS}
+    at_size = dataclasses.replace(model.preprocessing, crop_pct=1.0)  # nothing to resize
+    model = dataclasses.replace(model, preprocessing=at_size)
     loader = make_loader(
-        PreparedDataset(InMemory(), model.preprocessing), batch, workers, device.type == "cuda"
+        PreparedDataset(InMemory(), at_size), batch, workers, device.type == "cuda"
     )
     run = ModelRun(model, {t: measures for t in TRANSFORMS})
     [evaluation] = evaluate([run], loader, transforms, device, amp=amp, progress=False)
@@ -200,9 +217,9 @@ def plain_rate(folder: Path, module, prep, device: torch.device, batch: int) -> 
     return len(files) / (time.perf_counter() - started)
 
 
-def peak_memory(folder: Path, model: str, size: int, out: Path) -> float:
-    """Peak resident memory (MiB, of the largest of the study's process and its data-loader
-    workers) of a study in a fresh process."""
+def peak_memory(folder: Path, model: str, size: int, out: Path) -> tuple[float, float]:
+    """Peak resident memory (MiB) of a study in a fresh process: of the process, and of the
+    largest of its data-loader workers."""
     config = study_config(folder, {"m": model}, size, {"device": "cpu"})
     code = (
         "import json, resource, sys\n"
@@ -210,9 +227,11 @@ def peak_memory(folder: Path, model: str, size: int, out: Path) -> float:
         "from invkit.run.study import Study\n"
         "config = parse_config(json.loads(sys.argv[1]))\n"
         "Study(config, out_dir=sys.argv[2], fresh=True, progress=False, echo=print).run()\n"
-        "own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "status = open('/proc/self/status').read()\n"
+        "own = int(status.split('VmHWM:')[1].split()[0])\n"  # ru_maxrss would include the
+        # parent's size at fork: Linux keeps the high-water mark across fork and exec
         "workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-        "print(max(own, workers) / 1024)\n"
+        "print(own / 1024, workers / 1024)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, json.dumps(config), str(out)],
@@ -220,7 +239,8 @@ def peak_memory(folder: Path, model: str, size: int, out: Path) -> float:
         text=True,
         check=True,
     )
-    return float(done.stdout.strip().splitlines()[-1])
+    own, workers = done.stdout.strip().splitlines()[-1].split()
+    return float(own), float(workers)
 
 
 def single_model(args, work: Path, arch: str, size: int, images: int, device) -> None:
@@ -228,7 +248,8 @@ def single_model(args, work: Path, arch: str, size: int, images: int, device) ->
     if not folder.exists():
         write_photos(folder, images)
     batch, amp = args.batch_size, device.type == "cuda"
-    model = invkit.load_model(f"timm:{arch}", pretrained=False, num_classes=2)
+    weights = seeded_weights(arch, work)
+    model = invkit.load_model(f"timm:{arch}", weights=str(weights), num_classes=2)
     model.preprocessing = type(model.preprocessing)(
         **{**vars(model.preprocessing), "input_size": (3, size, size)}
     )
@@ -242,7 +263,13 @@ def single_model(args, work: Path, arch: str, size: int, images: int, device) ->
     views = [images_at_size]
     for transform in TRANSFORMS:
         views += invkit.get_transform(transform)(images_at_size)
-    uint8 = (images_at_size * 255).round().to(torch.uint8).cpu()
+    batches = [
+        (torch.cat([v[start : start + batch] for v in views]) - mean) / std
+        for start in range(0, images, batch)
+    ] * LONGER
+    if device.type == "cuda":
+        batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+    uint8 = (images_at_size * 255).round().to(torch.uint8).cpu().repeat(LONGER, 1, 1, 1)
     run = {"device": str(device), "batch_size": batch, "amp": amp}
     config = study_config(folder, {arch: arch}, size, run)
     reduced = study_config(folder, {arch: arch}, size, {**run, "reduced_decoding": True})
@@ -254,7 +281,7 @@ def single_model(args, work: Path, arch: str, size: int, images: int, device) ->
         return images / seconds, images / wall
 
     contenders = {
-        "limit": lambda: limit_rate(module, images_at_size, views, mean, std, batch, amp),
+        "limit": lambda: limit_rate(module, batches, images * LONGER, amp),
         "invkit, JPEG folder": invkit_folder,
         "invkit, JPEG folder, reduced decoding": lambda: invkit_folder(reduced, "reduced"),
         "invkit, in memory": lambda: in_memory_rate(model, uint8, device, batch, 0, amp),
@@ -339,8 +366,10 @@ def main() -> None:
             one = peak_memory(small, "mobilenetv3_small_050", 64, work / "memory-1")
             ten = peak_memory(large, "mobilenetv3_small_050", 64, work / "memory-10")
             print("\npeak memory of a study, mobilenetv3_small_050 at 64 px on the CPU")
-            print(f"  {args.memory_images:>6} images {one:8.0f} MiB")
-            print(f"  {10 * args.memory_images:>6} images {ten:8.0f} MiB   (+{ten / one - 1:.1%})")
+            print(f"  {'images':>8} {'study process':>14} {'largest worker':>15}")
+            for count, (own, worker) in ((args.memory_images, one), (10 * args.memory_images, ten)):
+                print(f"  {count:>8} {own:>10.0f} MiB {worker:>11.0f} MiB")
+            print(f"  growth from 1× to 10×: {ten[0] / one[0] - 1:+.1%} (process)")
 
 
 if __name__ == "__main__":

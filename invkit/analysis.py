@@ -19,6 +19,9 @@ from invkit import stats
 from invkit.errors import InvkitError
 
 ROW_KEYS = ("model", "dataset", "transform", "measure", "invariance", "accuracy")
+# optional: the accuracy of a dataset whose labels were held out of the analyses, shown beside
+# its prediction (a dataset's held_out option)
+TRUE_ACCURACY = "true_accuracy"
 POINT_KINDS = ("model", "dataset")
 MIN_POINTS = 3
 
@@ -61,6 +64,8 @@ class AnalysisResult:
     params: dict[str, Any]
     groups: list[GroupResult]
     predicts: bool = False  # accuracy predictions (predict_accuracy), not correlations
+    points: str = "model"  # what a group's points are: models (model-centric) or datasets
+    directions: dict[str, bool | None] = field(default_factory=dict)  # measure → higher is inv.
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (NaN and infinities become ``None``)."""
@@ -107,6 +112,14 @@ class AnalysisResult:
 
         return to_markdown(self)
 
+    def summary(self) -> str | None:
+        """The findings, for the top of the report: model-centric r and ρ per transform ×
+        measure and test set, the measure that tracks accuracy best per transform, and
+        predictions beside the true accuracy where it is known."""
+        from invkit.analysis_render import summary
+
+        return summary(self)
+
     def tables(self) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
         """Rows for correlations.csv and predictions.csv: ``{name: (columns, rows)}``."""
         from invkit.analysis_render import tables
@@ -147,6 +160,20 @@ def _number(value: Any) -> float:
         ) from None
 
 
+def _direction(value: Any) -> bool | None:
+    """A row's ``higher_is_invariant`` (a bool, or its CSV text) as True, False or None."""
+    if value in (True, "True", "true", "1", 1):
+        return True
+    if value in (False, "False", "false", "0", 0):
+        return False
+    return None
+
+
+def directions(table: Iterable[Mapping[str, Any]]) -> dict[str, bool | None]:
+    """Each measure's direction from the rows' optional ``higher_is_invariant``."""
+    return {str(row["measure"]): _direction(row.get("higher_is_invariant")) for row in table}
+
+
 def read_rows(table: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Check and normalize a results table (an iterable of mappings with ``ROW_KEYS``)."""
     rows = []
@@ -160,6 +187,7 @@ def read_rows(table: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {k: str(row[k]) for k in ROW_KEYS[:4]}
             | {"invariance": _number(row["invariance"]), "accuracy": _number(row["accuracy"])}
+            | {TRUE_ACCURACY: _number(row.get(TRUE_ACCURACY))}
         )
     return rows
 
@@ -269,6 +297,7 @@ class CorrelationAnalysis(_AxesAnalysis):
         self.fit = fit
 
     def __call__(self, table: Iterable[Mapping[str, Any]]) -> AnalysisResult:
+        table = list(table)
         rows = read_rows(table)
         groups = []
         for key, members in group_rows(rows, self.points_kind).items():
@@ -277,7 +306,9 @@ class CorrelationAnalysis(_AxesAnalysis):
             if result.message is None:
                 self._analyse(result, x, y)
             groups.append(result)
-        return AnalysisResult(self.name, self.params, groups)
+        return AnalysisResult(
+            self.name, self.params, groups, points=self.points_kind, directions=directions(table)
+        )
 
     def _analyse(self, result: GroupResult, x: np.ndarray, y: np.ndarray) -> None:
         result.statistics = stats.correlations(x, y)
@@ -346,6 +377,10 @@ class PredictAccuracy(_AxesAnalysis):
     across a model's test sets; ``points="model"`` fits across models on one test set (label-free
     model selection). The leave-one-out mean absolute error on the labeled points says how far
     to trust the predictions.
+
+    Accuracy is fitted on the probit scale by default, so that predictions and their intervals
+    stay inside (0, 1); with ``scale_accuracy="none"`` they are clipped to [0, 1] and marked.
+    A prediction at an invariance outside the fitted range is marked as an extrapolation.
     """
 
     name = "predict_accuracy"
@@ -354,7 +389,7 @@ class PredictAccuracy(_AxesAnalysis):
         self,
         points: str = "dataset",
         confidence: float = 0.95,
-        scale_accuracy: str = "none",
+        scale_accuracy: str = "probit",
         scale_invariance: str = "none",
     ):
         super().__init__(confidence, scale_accuracy, scale_invariance)
@@ -363,6 +398,7 @@ class PredictAccuracy(_AxesAnalysis):
         self.points = points
 
     def __call__(self, table: Iterable[Mapping[str, Any]]) -> AnalysisResult:
+        table = list(table)
         rows = read_rows(table)
         groups = []
         for key, members in group_rows(rows, self.points).items():
@@ -377,7 +413,14 @@ class PredictAccuracy(_AxesAnalysis):
                     "no prediction for " + ", ".join(m[self.points] for m in unlabeled)
                 )
             groups.append(result)
-        return AnalysisResult(self.name, self.params, groups, predicts=True)
+        return AnalysisResult(
+            self.name,
+            self.params,
+            groups,
+            predicts=True,
+            points=self.points,
+            directions=directions(table),
+        )
 
     def _predict(
         self,
@@ -394,14 +437,20 @@ class PredictAccuracy(_AxesAnalysis):
             return
         x_new = stats.scale(np.array([m["invariance"] for m in unlabeled]), self.scale_invariance)
         center, low, high = stats.prediction_interval(x, y, x_new, self.confidence)
-        for m, c, lo, hi in zip(unlabeled, center, low, high, strict=True):
+        for m, xn, c, lo, hi in zip(unlabeled, x_new, center, low, high, strict=True):
+            values = [float(stats.unscale(v, self.scale_accuracy)) for v in (c, lo, hi)]
+            clipped = [min(max(v, 0.0), 1.0) for v in values]
+            true = m[TRUE_ACCURACY]
             result.predictions.append(
                 {
                     "point": m[self.points],
                     "invariance": m["invariance"],
-                    "accuracy": float(stats.unscale(c, self.scale_accuracy)),
-                    "low": float(stats.unscale(lo, self.scale_accuracy)),
-                    "high": float(stats.unscale(hi, self.scale_accuracy)),
+                    "accuracy": clipped[0],
+                    "low": clipped[1],
+                    "high": clipped[2],
+                    "clipped": clipped != values,
+                    "extrapolated": not (x.min() <= xn <= x.max()),
+                    "true_accuracy": true if math.isfinite(true) else None,
                 }
             )
 

@@ -55,6 +55,9 @@ PREDICTION_COLUMNS = [
     "accuracy",
     "low",
     "high",
+    "clipped",
+    "extrapolated",
+    "true_accuracy",
 ]
 
 
@@ -95,6 +98,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def prediction_marks(prediction: dict[str, Any]) -> str:
+    """``*`` for an extrapolated prediction, ``†`` for one clipped to [0, 1]."""
+    return ("*" if prediction.get("extrapolated") else "") + (
+        "†" if prediction.get("clipped") else ""
+    )
+
+
 def _interval(group: GroupResult, statistic: str) -> str:
     value = group.statistics.get(statistic)
     if value is None:
@@ -114,18 +124,23 @@ def to_markdown(result: AnalysisResult) -> str:
                 " / ".join(group.group.values()),
                 p["point"],
                 format_value(p["invariance"]),
-                format_value(p["accuracy"]),
+                format_value(p["accuracy"]) + prediction_marks(p),
                 f"[{p['low']:.4f}, {p['high']:.4f}]",
+                format_value(p.get("true_accuracy")) or "unknown",
                 format_value(group.statistics.get("loo_mae")),
             ]
             for group in result.groups
             for p in group.predictions
         ]
         header = ["group", "predicted for", "invariance", "predicted accuracy",
-                  "95% prediction interval", "LOO MAE"]  # fmt: skip
+                  "95% prediction interval", "true accuracy", "LOO MAE"]  # fmt: skip
         if not rows:
             return "No unlabeled point to predict."
-        return "\n".join(markdown_table(header, rows))
+        notes = (
+            "\n\n\\* extrapolated: the invariance lies outside the fitted range. "
+            "† clipped to [0, 1] (fit on the probit scale to avoid it)."
+        )
+        return "\n".join(markdown_table(header, rows)) + notes
     rows = [
         [
             " / ".join(group.group.values()),
@@ -142,64 +157,350 @@ def to_markdown(result: AnalysisResult) -> str:
     return "\n".join(markdown_table(header, rows))
 
 
+SUMMARY_COLUMNS = 4  # test sets per summary table (each cell holds r and ρ with intervals)
+LABELLED_POINTS = 12  # at most this many point labels on a figure; past it, none
+BANDS_SHOWN = 3  # bootstrap bands on a figure of at most this many test sets
+
+
+def direction_mark(higher_is_invariant: bool | None) -> str:
+    """↑ where a higher value means more invariant, ↓ where a lower one does."""
+    return {True: "↑", False: "↓"}.get(higher_is_invariant, "")
+
+
+def direction_text(higher_is_invariant: bool | None) -> str:
+    return {True: " (↑ higher = more invariant)", False: " (↓ lower = more invariant)"}.get(
+        higher_is_invariant, ""
+    )
+
+
+def _by_pair(groups: list[GroupResult]) -> dict[tuple[str, str], list[GroupResult]]:
+    """Groups by (transform, measure), in order of first appearance."""
+    pairs: dict[tuple[str, str], list[GroupResult]] = {}
+    for group in groups:
+        key = (group.group.get("transform", ""), group.group.get("measure", ""))
+        pairs.setdefault(key, []).append(group)
+    return pairs
+
+
+def _other(group: GroupResult) -> str:
+    """What a group is over besides transform and measure: its dataset, or its model."""
+    return " / ".join(v for k, v in group.group.items() if k not in ("transform", "measure"))
+
+
+def _analysed(groups: list[GroupResult]) -> list[str]:
+    """The test sets (or models) with points in some group: a held-out or unlabeled test set
+    has none, and gets no column."""
+    return list(dict.fromkeys(_other(g) for g in groups if g.n))
+
+
+def _r_and_rho(group: GroupResult) -> str:
+    if group.message or "pearson_r" not in group.statistics:
+        return "—"
+    return f"r {_interval(group, 'pearson_r')}<br>ρ {_interval(group, 'spearman_rho')}"
+
+
+def summary(result: AnalysisResult) -> str | None:
+    """Findings for the top of the report: model-centric r and ρ per transform × measure
+    (rows) and test set (columns), one sentence per transform, and predictions beside the
+    true accuracy; ``None`` for a dataset-centric result (its details stay in its section)."""
+    if result.predicts:
+        return _prediction_summary(result)
+    if result.points != "model":
+        return None
+    pairs = _by_pair(result.groups)
+    datasets = _analysed(result.groups)
+    cells = {(pair, _other(g)): g for pair, groups in pairs.items() for g in groups}
+    lines = [
+        f"Model-centric correlation of accuracy with invariance ({result.analysis}): Pearson r "
+        "and Spearman ρ across models on each test set, with 95% bootstrap intervals. ↑: a "
+        "higher value means more invariant; ↓: a lower one does.",
+    ]
+    for start in range(0, len(datasets), SUMMARY_COLUMNS):
+        chosen = datasets[start : start + SUMMARY_COLUMNS]
+        rows = [
+            [f"{t} {m} {direction_mark(result.directions.get(m))}".strip()]
+            + [_r_and_rho(cells[(t, m), d]) if ((t, m), d) in cells else "" for d in chosen]
+            for t, m in pairs
+        ]
+        lines += ["", *markdown_table(["invariance", *chosen], rows)]
+    sentences = _best_measures(result, pairs)
+    if sentences:
+        lines += ["", *sentences]
+    return "\n".join(lines)
+
+
+def _aligned_r(group: GroupResult, higher_is_invariant: bool | None) -> float | None:
+    """r with the sign that makes "more invariant goes with more accurate" positive."""
+    r = group.statistics.get("pearson_r")
+    if r is None or group.message:
+        return None
+    return -r if higher_is_invariant is False else r
+
+
+def _best_measures(
+    result: AnalysisResult, pairs: dict[tuple[str, str], list[GroupResult]]
+) -> list[str]:
+    """One sentence per transform: the measure whose invariance tracks accuracy best (the
+    highest mean r, signed so that positive means more invariant models are more accurate)."""
+    sentences = []
+    for transform in dict.fromkeys(t for t, _ in pairs):
+        scored = []
+        for (t, measure), groups in pairs.items():
+            direction = result.directions.get(measure)
+            values = [v for g in groups if (v := _aligned_r(g, direction)) is not None]
+            if t == transform and values:
+                scored.append((sum(values) / len(values), measure, values))
+        if not scored:
+            continue
+        mean, measure, values = max(scored)
+        agree = sum(v > 0 for v in values)
+        sentences.append(
+            f"- **{transform}**: `{measure}` tracks accuracy best, mean r = {mean:+.2f} over "
+            f"{len(values)} test set(s) (from {min(values):+.2f} to {max(values):+.2f}); more "
+            f"invariant models are more accurate on {agree} of {len(values)}."
+            + ("" if mean > 0 else " No measure of this invariance predicts accuracy here.")
+        )
+    if sentences:
+        sentences.insert(0, "Signed so that a positive r means more invariant, more accurate:\n")
+    return sentences
+
+
+def _prediction_summary(result: AnalysisResult) -> str | None:
+    """Label-free predictions per transform × measure (rows) and predicted point (columns),
+    averaged over the groups, beside the true accuracy where it is known."""
+    collected: dict[tuple[tuple[str, str], str], list[dict[str, Any]]] = {}
+    for pair, groups in _by_pair(result.groups).items():
+        for group in groups:
+            for prediction in group.predictions:
+                collected.setdefault((pair, prediction["point"]), []).append(prediction)
+    if not collected:
+        return None
+    points = list(dict.fromkeys(point for _, point in collected))
+    pairs = list(dict.fromkeys(pair for pair, _ in collected))
+    over = "models" if result.points == "dataset" else "test sets"
+    lines = [
+        f"Accuracy predicted from invariance alone ({result.analysis}), the mean over {over}, "
+        "beside the mean true accuracy where it is known, and the mean absolute error of the "
+        "predictions."
+    ]
+    for start in range(0, len(points), SUMMARY_COLUMNS):
+        chosen = points[start : start + SUMMARY_COLUMNS]
+        rows = []
+        for t, m in pairs:
+            row = [f"{t} {m} {direction_mark(result.directions.get(m))}".strip()]
+            for point in chosen:
+                found = collected.get(((t, m), point), [])
+                row.append(_predicted_vs_true(found))
+            rows.append(row)
+        lines += ["", *markdown_table(["invariance", *chosen], rows)]
+    return "\n".join(lines)
+
+
+def _predicted_vs_true(predictions: list[dict[str, Any]]) -> str:
+    if not predictions:
+        return ""
+    mean = sum(p["accuracy"] for p in predictions) / len(predictions)
+    known = [p for p in predictions if p.get("true_accuracy") is not None]
+    if len(known) < len(predictions):
+        return f"{mean:.3f}"
+    true = sum(p["true_accuracy"] for p in known) / len(known)
+    error = sum(abs(p["accuracy"] - p["true_accuracy"]) for p in known) / len(known)
+    return f"{mean:.3f} vs {true:.3f}<br>MAE {error:.3f}"
+
+
 def figures(result: AnalysisResult) -> Iterator[tuple[str, Figure]]:
-    """One scatter plot per group with points (correlation analyses), named by the group."""
+    """Per transform × measure, one figure: model-centric, every test set on one axes (a
+    colour, a fit and an r each, as the paper's Figure 2); dataset-centric, one small panel
+    per model. Model-centric results add a heatmap of r. Predictions draw none."""
     if result.predicts:
         return
-    for group in result.groups:
-        if group.n:
-            yield "-".join(group.group.values()), group_figure(group, result)
+    pairs = _by_pair(result.groups)
+    for (transform, measure), groups in pairs.items():
+        if not any(g.n for g in groups):
+            continue
+        if result.points == "model":
+            yield f"{transform}-{measure}", overlay_figure(groups, result, transform, measure)
+        else:
+            yield f"{transform}-{measure}", panels_figure(groups, result, transform, measure)
+    if result.points == "model" and any(g.statistics for g in result.groups):
+        yield "heatmap-r", heatmap_figure(result, pairs)
 
 
-def group_figure(group: GroupResult, result: AnalysisResult) -> Figure:
-    """Accuracy against invariance: labelled points, the fitted line, its bootstrap band."""
+def _axis_labels(axes: Any, result: AnalysisResult, transform: str, measure: str) -> None:
+    params = result.params
+    x_scale = params.get("scale_invariance", "none")
+    y_scale = params.get("scale_accuracy", "none")
+    axes.set_xlabel(
+        f"{transform} {measure}{'' if x_scale == 'none' else f' ({x_scale})'}"
+        + direction_text(result.directions.get(measure)),
+        fontsize=8,
+    )
+    axes.set_ylabel(f"accuracy{'' if y_scale == 'none' else f' ({y_scale})'}", fontsize=8)
+
+
+def _accuracy_limits(groups: list[GroupResult], y_scale: str) -> tuple[float, float]:
+    """The accuracy axis: the points with a margin, never past [0, 1] (on the probit or
+    logit axis, never past the images of 0.001 and 0.999)."""
+    from invkit import stats
+
+    ys = [y for g in groups for y in g.y]
+    low, high = min(ys), max(ys)
+    margin = max((high - low) * 0.12, 0.02 if y_scale == "none" else 0.1)
+    bounds = stats.scale([0.0, 1.0] if y_scale == "none" else [0.001, 0.999], y_scale)
+    return max(low - margin, float(bounds[0])), min(high + margin, float(bounds[1]))
+
+
+def _draw_group(
+    axes: Any, group: GroupResult, color: Any, label: str, limits: Any, band: bool
+) -> None:
+    """A group's points, its fitted line over their range, and (with ``band``) its bootstrap
+    band, clipped to the axis."""
+    axes.scatter(group.x, group.y, s=18, color=color, zorder=3, label=label)
+    if group.band and band:
+        low = [min(max(v, limits[0]), limits[1]) for v in group.band["low"]]
+        high = [min(max(v, limits[0]), limits[1]) for v in group.band["high"]]
+        axes.fill_between(group.band["x"], low, high, color=color, alpha=0.12, linewidth=0)
+    if group.fit and group.x:
+        xs = [min(group.x), max(group.x)]
+        ys = [group.fit["intercept"] + group.fit["slope"] * x for x in xs]
+        axes.plot(xs, ys, color=color, linewidth=1.2)
+
+
+def _fit_label(group: GroupResult, name: str) -> str:
+    r = group.statistics.get("pearson_r")
+    return f"{name} (r = {r:.2f})" if r is not None and not group.message else f"{name} (—)"
+
+
+def label_points(axes: Any, xs: list[float], ys: list[float], labels: list[str]) -> int:
+    """Label points so that no two labels overlap (each tries a few positions around its
+    point; one with no free position is left out). Returns how many were drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = axes.figure
+    canvas = figure.canvas if hasattr(figure.canvas, "get_renderer") else FigureCanvasAgg(figure)
+    canvas.draw()  # the transforms need the final layout
+    renderer = canvas.get_renderer()
+    taken: list[Any] = []
+    drawn = 0
+    offsets = [(4, 4), (4, -10), (-4, 4), (-4, -10), (4, 14), (-4, 14), (4, -20), (-4, -20)]
+    for x, y, text in sorted(zip(xs, ys, labels, strict=True), key=lambda p: (p[1], p[0])):
+        for dx, dy in offsets:
+            annotation = axes.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
+                ha="left" if dx > 0 else "right", color="0.25",
+            )  # fmt: skip
+            box = annotation.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in taken) and axes.bbox.contains(
+                box.x0, box.y0
+            ):
+                taken.append(box)
+                drawn += 1
+                break
+            annotation.remove()
+    return drawn
+
+
+def overlay_figure(
+    groups: list[GroupResult], result: AnalysisResult, transform: str, measure: str
+) -> Figure:
+    """Accuracy against invariance across models, every test set in its own colour with its
+    fit and r in the legend; model names label the points while they fit (a dozen at most)."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6, 4.5), dpi=110)
+    figure = Figure(figsize=(7, 5), dpi=110)
     axes = figure.subplots()
-    axes.scatter(group.x, group.y, s=22, color="tab:blue", zorder=3)
-    for x, y, label in zip(group.x, group.y, group.points, strict=True):
-        axes.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if group.band:
-        axes.fill_between(
-            group.band["x"],
-            group.band["low"],
-            group.band["high"],
-            color="tab:orange",
-            alpha=0.25,
-            label="95% bootstrap band",
-        )
-    if group.fit and group.x:
-        xs = group.band["x"] if group.band else sorted(group.x)
-        ys = [group.fit["intercept"] + group.fit["slope"] * x for x in xs]
-        stats = group.statistics
-        label = f"{group.fit['method']} fit: r = {stats['pearson_r']:.3f}"
-        if "pearson_r" in group.intervals:
-            low, high = group.intervals["pearson_r"]
-            label += f" [{low:.3f}, {high:.3f}]"
-        label += f", ρ = {stats['spearman_rho']:.3f}"
-        axes.plot(xs, ys, color="tab:orange", label=label)
-        axes.legend(fontsize=8, loc="best")
-    params = result.params
-    x_scale = (
-        f" ({params['scale_invariance']})"
-        if params.get("scale_invariance", "none") != "none"
-        else ""
+    colors = _colors(len(groups))
+    limits = _accuracy_limits(
+        [g for g in groups if g.n], result.params.get("scale_accuracy", "none")
     )
-    y_scale = (
-        f" ({params['scale_accuracy']})" if params.get("scale_accuracy", "none") != "none" else ""
-    )
-    axes.set_xlabel(
-        f"invariance: {group.group.get('transform', '')} {group.group.get('measure', '')}{x_scale}"
-    )
-    axes.set_ylabel(f"accuracy{y_scale}")
-    title = ", ".join(
-        f"{k} {v}" for k, v in group.group.items() if k not in ("transform", "measure")
-    )
-    axes.set_title(
-        f"{result.analysis}: {title}" + ("" if not group.message else f"\n{group.message}"),
-        fontsize=9,
-    )
+    shown = [g for g in groups if g.n]
+    for group, color in zip(groups, colors, strict=True):
+        if group.n:  # bands only while few enough to be told apart
+            label = _fit_label(group, _other(group))
+            _draw_group(axes, group, color, label, limits, band=len(shown) <= BANDS_SHOWN)
+    axes.set_ylim(*limits)
+    _axis_labels(axes, result, transform, measure)
+    axes.set_title(f"{result.analysis}: {transform} {measure}", fontsize=9)
     axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    figure.tight_layout()
+    points = [(x, y, p) for g in groups for x, y, p in zip(g.x, g.y, g.points, strict=True)]
+    if len(groups) == 1 and len(points) <= LABELLED_POINTS:
+        label_points(axes, *map(list, zip(*points, strict=True)))
+    return figure
+
+
+def panels_figure(
+    groups: list[GroupResult], result: AnalysisResult, transform: str, measure: str
+) -> Figure:
+    """Small multiples: one panel per model (its test sets as points, its fit and r), the
+    test sets coloured alike in every panel and named in one legend."""
+    import math
+
+    from matplotlib.figure import Figure
+
+    shown = [g for g in groups if g.n]
+    columns = min(4, len(shown))
+    rows = math.ceil(len(shown) / columns)
+    figure = Figure(figsize=(2.6 * columns + 1.8, 2.3 * rows + 0.6), dpi=110)
+    panels = figure.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    names = list(dict.fromkeys(p for g in shown for p in g.points))
+    palette = dict(zip(names, _colors(len(names)), strict=True))
+    limits = _accuracy_limits(shown, result.params.get("scale_accuracy", "none"))
+    for axes, group in zip(panels.flat, shown, strict=False):
+        axes.scatter(group.x, group.y, s=14, c=[palette[p] for p in group.points], zorder=3)
+        if group.fit:
+            xs = [min(group.x), max(group.x)]
+            axes.plot(xs, [group.fit["intercept"] + group.fit["slope"] * x for x in xs], "k-", lw=1)
+        axes.set_title(_fit_label(group, _other(group)), fontsize=7)
+        axes.grid(alpha=0.3)
+        axes.tick_params(labelsize=6)
+    for axes in list(panels.flat)[len(shown) :]:
+        axes.set_visible(False)
+    panels[0, 0].set_ylim(*limits)
+    _axis_labels(panels[-1, 0], result, transform, measure)
+    handles = [
+        panels[0, 0].scatter([], [], s=14, color=palette[name], label=name) for name in names
+    ]
+    figure.legend(handles=handles, fontsize=6, loc="center right", frameon=False)
+    figure.suptitle(f"{result.analysis}: {transform} {measure}", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1 - 1.6 / figure.get_figwidth(), 1))
+    return figure
+
+
+def heatmap_figure(
+    result: AnalysisResult, pairs: dict[tuple[str, str], list[GroupResult]]
+) -> Figure:
+    """Pearson r for every transform × measure (rows) and test set (columns)."""
+    from matplotlib.figure import Figure
+
+    datasets = _analysed(result.groups)
+    values = [[float("nan")] * len(datasets) for _ in pairs]
+    for row, groups in enumerate(pairs.values()):
+        for group in groups:
+            r = group.statistics.get("pearson_r")
+            if r is not None and not group.message and _other(group) in datasets:
+                values[row][datasets.index(_other(group))] = r
+    figure = Figure(figsize=(1.2 + 0.62 * len(datasets), 1.2 + 0.38 * len(pairs)), dpi=110)
+    axes = figure.subplots()
+    image = axes.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    for row, line in enumerate(values):
+        for column, value in enumerate(line):
+            if value == value:  # not NaN
+                color = "white" if abs(value) > 0.6 else "black"
+                axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                          color=color)  # fmt: skip
+    axes.set_xticks(range(len(datasets)), datasets, rotation=45, ha="right", fontsize=7)
+    labels = [f"{t} {m} {direction_mark(result.directions.get(m))}".strip() for t, m in pairs]
+    axes.set_yticks(range(len(pairs)), labels, fontsize=7)
+    figure.colorbar(image, ax=axes, label="Pearson r", shrink=0.8)
+    axes.set_title(f"{result.analysis}: r of accuracy with invariance", fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def _colors(count: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(count)]

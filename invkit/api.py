@@ -75,6 +75,13 @@ def get_executor(name: str, **params: Any) -> Any:
     return get_component("executor", name).create(**params)
 
 
+def component_version(kind: str, name: str) -> str:
+    """``plugin==version`` of the plugin providing a component (part of fingerprints)."""
+    component = get_component(kind, name)
+    versions = {p.name: p.version for p in get_host().plugins(include_builtins=True)}
+    return f"{component.plugin}=={versions.get(component.plugin, '?')}"
+
+
 def split_spec(spec: str) -> tuple[str, str]:
     """``"timm:resnet18"`` → ``("timm", "resnet18")``; ``"digits"`` → ``("digits", "")``."""
     scheme, _, rest = spec.partition(":")

@@ -214,9 +214,9 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
 @click.option(
     "--workers",
     type=AutoOrCount(0),
-    help="Data-loader processes decoding while the models run: a number, or auto (half the "
-    "cores, at most 8; none for a single batch) (default: the config's [run] workers, else "
-    "auto).",
+    help="Data-loader processes decoding while the models run: a number, or auto (on a GPU "
+    "half the cores, at most 8; on the CPU, whose cores run the models, none) (default: the "
+    "config's [run] workers, else auto).",
 )
 @click.option(
     "--models-per-pass",

@@ -52,6 +52,7 @@ class DatasetEntry:
     class_map: str | None = None
     class_subset: str | None = None
     shift: ComponentEntry | None = None
+    held_out: bool = False  # labels kept from the analyses; accuracy shown beside predictions
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ def _dataset(i: int, raw: Any) -> DatasetEntry:
         class_map=_optional_str(f"{where}.class_map", raw.get("class_map")),
         class_subset=_optional_str(f"{where}.class_subset", raw.get("class_subset")),
         shift=_shift(where, raw),
+        held_out=_expect(f"{where}.held_out", raw.get("held_out", False), bool, "true or false"),
     )
 
 

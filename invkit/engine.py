@@ -252,7 +252,8 @@ def _evaluate_batch(
     size = pixels.shape[0]
     stacked = torch.cat([pixels, *(v for t in run.cells for v in views[t])])
     chunk = size * max_views_per_forward if max_views_per_forward else stacked.shape[0]
-    logits = _forward(state.module, (stacked - state.mean) / state.std, chunk, use_amp)
+    normalized = stacked.sub_(state.mean).div_(state.std)  # in place: stacked is a fresh copy
+    logits = _forward(state.module, normalized, chunk, use_amp)
     state.forward_images += stacked.shape[0]
     if not torch.isfinite(logits).all():
         raise InvkitError(

@@ -3,8 +3,9 @@
 Everything here reads the store, never the models: ``invkit report DIR`` re-renders a study's
 report (and re-runs its analyses) without a single forward pass. An analysis result is
 rendered by what it offers, whoever wrote it: ``to_dict()`` goes to analyses.json, its
-``to_markdown()`` (else its ``str()``) to report.md, its optional ``tables()`` to CSV files and
-its optional ``figures()`` to plots/.
+optional ``summary()`` to the report's opening Summary, its ``to_markdown()`` (else its
+``str()``) to its own section of report.md, its optional ``tables()`` to CSV files and its
+optional ``figures()`` to plots/ (PNG for the report, PDF for papers).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from invkit import __version__ as VERSION
 from invkit.analysis_render import format_value, markdown_table
 from invkit.errors import NAMES_SHOWN, InvkitError, unwritable_output
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, replacing
+from invkit.report_formats import report_html, summary_latex
 from invkit.store import STORE_NAME, Store
 
 RESULT_COLUMNS = [
@@ -59,6 +62,20 @@ def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any
     return rows
 
 
+def analysis_rows(table: list[dict[str, Any]], config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows the analyses see: each cell's value as ``invariance``; a held-out dataset's
+    accuracy moved to ``true_accuracy``, so analyses treat it as unlabeled and predictions
+    can be checked against it."""
+    held_out = {d["name"] for d in config["datasets"] if d.get("held_out")}
+    rows = []
+    for row in table:
+        row = {**row, "invariance": row["value"]}
+        if row["dataset"] in held_out:
+            row["true_accuracy"], row["accuracy"] = row["accuracy"], None
+        rows.append(row)
+    return rows
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "-", text).strip("-")[:120]  # no dots, so no ".."
 
@@ -89,12 +106,17 @@ class Section:
     component: str
     markdown: str
     plots: list[tuple[str, str]] = field(default_factory=list)  # (title, relative path)
+    summary: str | None = None
+
+
+FIGURE_FORMATS = ("png", "pdf")  # PNG for report.md, PDF (vector) for papers
 
 
 def _save_figure(figure: Any, path: Path) -> None:
     try:
-        with replacing(path) as temporary:
-            figure.savefig(temporary, format="png")
+        for form in FIGURE_FORMATS:
+            with replacing(path.with_suffix(f".{form}")) as temporary:
+                figure.savefig(temporary, format=form, bbox_inches="tight")
     finally:
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is not None:
@@ -113,26 +135,102 @@ def _analysis_json(label: str, result: Any) -> Any:
     return value
 
 
+@dataclass
+class Rendered:
+    """What one analysis contributes to the report, as plain data (so it can be cached)."""
+
+    section: Section
+    tables: dict[str, tuple[list[str], list[dict[str, Any]]]]
+    as_json: Any
+
+
+def render_analysis(label: str, component: str, result: Any, plots_dir: Path) -> Rendered:
+    """A result rendered by what it offers: JSON, Markdown, summary, tables, saved figures."""
+    as_json = _analysis_json(label, result)
+    to_markdown = getattr(result, "to_markdown", None)
+    text = to_markdown() if to_markdown is not None else f"```text\n{result}\n```"
+    summary = getattr(result, "summary", None)
+    section = Section(label, component, text, summary=summary() if summary else None)
+    for title, figure in getattr(result, "figures", list)():
+        file_name = plot_name(f"{label}-{title}")
+        _save_figure(figure, plots_dir / file_name)
+        section.plots.append((title, f"plots/{file_name}"))
+    return Rendered(section, dict(getattr(result, "tables", dict)()), as_json)
+
+
+class ReportCache:
+    """What each analysis rendered, keyed by everything it depends on (its component, plugin
+    version and parameters, and the rows it read): ``invkit report`` re-runs an analysis, its
+    bootstraps and its figures only when one of them changed, or a figure file is gone."""
+
+    NAME = ".invkit-report-cache.json"
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / self.NAME
+        try:
+            self.entries = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.entries = {}
+        self.kept: dict[str, Any] = {}
+
+    def get(self, label: str, key: str, out_dir: Path) -> Rendered | None:
+        entry = self.entries.get(label)
+        if not entry or entry.get("key") != key:
+            return None
+        section = Section(
+            **{**entry["section"], "plots": [tuple(p) for p in entry["section"]["plots"]]}
+        )
+        files = [out_dir / path for _, path in section.plots]
+        if not all(f.is_file() and f.with_suffix(".pdf").is_file() for f in files):
+            return None
+        tables = {name: (columns, rows) for name, (columns, rows) in entry["tables"].items()}
+        return Rendered(section, tables, entry["as_json"])
+
+    def put(self, label: str, key: str, rendered: Rendered) -> None:
+        self.kept[label] = {
+            "key": key,
+            "section": asdict(rendered.section),
+            "tables": rendered.tables,
+            "as_json": rendered.as_json,
+        }
+
+    def save(self) -> None:
+        _write_text(self.path, json.dumps(self.kept, default=str))  # NaN allowed: ours alone
+
+
 def render_analyses(
-    results: list[tuple[str, str, Any]], plots_dir: Path
+    analyses: Mapping[str, Any],
+    entries: Mapping[str, Mapping[str, Any]],
+    rows: list[dict[str, Any]],
+    out_dir: Path,
 ) -> tuple[list[Section], dict[str, tuple[list[str], list[dict[str, Any]]]], dict[str, Any]]:
-    """Report sections, merged CSV tables and analyses.json content from analysis results
-    ``(label, component, result)``, by what each result offers; its figures are saved."""
+    """Report sections, merged CSV tables and analyses.json content, each analysis run (or
+    taken from the cache when nothing it depends on changed) and rendered by what it offers."""
+    from invkit.api import component_version
+    from invkit.fingerprint import digest
+
+    cache = ReportCache(out_dir)
     sections, tables, as_json = [], {}, {}
-    for label, component, result in results:
-        as_json[label] = _analysis_json(label, result)
-        to_markdown = getattr(result, "to_markdown", None)
-        text = to_markdown() if to_markdown is not None else f"```text\n{result}\n```"
-        section = Section(label, component, text)
-        for title, figure in getattr(result, "figures", list)():
-            file_name = plot_name(f"{label}-{title}")
-            _save_figure(figure, plots_dir / file_name)
-            section.plots.append((title, f"plots/{file_name}"))
-        for name, (columns, rows) in getattr(result, "tables", dict)().items():
+    rows_digest = digest(rows)
+    for label, analysis in analyses.items():
+        entry = entries.get(label, {"component": label, "params": {}})
+        component = entry["component"]
+        try:
+            version = component_version("analysis", component)
+        except InvkitError:  # an analysis handed in directly, not by name
+            version = repr(analysis)
+        key = digest([VERSION, version, entry.get("params", {}), rows_digest])
+        rendered = cache.get(label, key, out_dir)
+        if rendered is None:
+            rendered = render_analysis(label, component, analysis(rows), out_dir / "plots")
+        cache.put(label, key, rendered)
+        as_json[label] = rendered.as_json
+        for name, (columns, table_rows) in rendered.tables.items():
             merged_columns, merged_rows = tables.setdefault(name, (["analysis"], []))
             merged_columns += [c for c in columns if c not in merged_columns]
-            merged_rows += [{"analysis": label, **row} for row in rows]
-        sections.append(section)
+            merged_rows += [{"analysis": label, **row} for row in table_rows]
+        sections.append(rendered.section)
+    cache.save()
     return sections, tables, as_json
 
 
@@ -143,39 +241,32 @@ def markdown_report(
     csv_names: list[str],
     failures: list[dict[str, Any]],
     skipped: Mapping[tuple[str, str], list[str]],
+    models: Sequence[dict[str, Any]] = (),
 ) -> str:
     lines = ["# invkit study report", ""]
     n_models, n_datasets = len(config["models"]), len(config["datasets"])
-    files = ", ".join(f"`{name}`" for name in ["results.csv", *csv_names, "analyses.json"])
+    names = ["results.csv", *csv_names, *(["models.csv"] if models else []), "analyses.json"]
+    files = ", ".join(f"`{name}`" for name in names)
     lines.append(
         f"{n_models} model(s) × {n_datasets} dataset(s) × "
         f"{len(config['transforms'])} transform(s) × "
         f"{len(config['measures'])} measure(s): {len(table)} cell(s) in `{STORE_NAME}`. "
         f"Full tables: {files}."
     )
-    pairs = [(t["name"], m["name"]) for t in config["transforms"] for m in config["measures"]]
-    by_key = {(r["model"], r["dataset"], r["transform"], r["measure"]): r for r in table}
-    for dataset in (d["name"] for d in config["datasets"]):
-        header = ["model", "accuracy", "classes", *(f"{t} {m}" for t, m in pairs)]
-        rows = []
-        for model in (m["name"] for m in config["models"]):
-            cells = [by_key.get((model, dataset, t, m)) for t, m in pairs]
-            present = [c for c in cells if c]
-            if not present:
-                continue
-            rows.append(
-                [
-                    model,
-                    format_value(present[0]["accuracy"]),
-                    present[0]["matching"],
-                    *(format_value(c["value"]) if c else "" for c in cells),
-                ]
-            )
-        if rows:
-            lines += ["", f"## {dataset}", "", *markdown_table(header, rows)]
+    summaries = [s for s in sections if s.summary]
+    if summaries:
+        lines += ["", "## Summary"]
+        for section in summaries:
+            lines += ["", section.summary or ""]
+        figures = [(s, title, path) for s in summaries for title, path in s.plots]
+        lines += [_figure_line(s, title, path) for s, title, path in figures]
     for section in sections:
         lines += ["", f"## Analysis `{section.label}` ({section.component})", "", section.markdown]
-        lines += [f"\n![{section.label} {title}]({path})" for title, path in section.plots]
+        if not section.summary:
+            lines += [_figure_line(section, title, path) for title, path in section.plots]
+    lines += ["", "## Results per test set", "", _results_note(table)]
+    lines += _dataset_tables(config, table)
+    lines += _models_section(models)
     if skipped:
         lines += ["", "## Skipped images", ""]
         for (model, dataset), errors in skipped.items():
@@ -189,6 +280,94 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
+MODEL_COLUMNS = [
+    "model", "spec", "channels", "input_size", "interpolation", "crop_pct", "mean", "std",
+    "num_classes",
+]  # fmt: skip
+
+
+def model_rows(config: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The preprocessing each model actually used (as its passes recorded it), for models.csv
+    and the report: what a reader needs to reproduce the numbers."""
+    rows = []
+    for entry in config["models"]:
+        recorded = inputs.get(entry["name"])
+        if recorded is not None:
+            rows.append({"model": entry["name"], "spec": entry["spec"], **recorded})
+    return rows
+
+
+def _models_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    header = ["model", "spec", "input", "interpolation", "crop", "mean", "std", "outputs"]
+    table = [
+        [
+            row["model"],
+            f"`{row['spec']}`",
+            "×".join(map(str, row["input_size"])),
+            row["interpolation"],
+            f"{row['crop_pct']:g}",
+            ", ".join(f"{v:.4g}" for v in row["mean"]),
+            ", ".join(f"{v:.4g}" for v in row["std"]),
+            str(row.get("num_classes") or ""),
+        ]
+        for row in rows
+    ]
+    return ["", "## Models", "", "What each model was given (`models.csv`).", "",
+            *markdown_table(header, table)]  # fmt: skip
+
+
+TABLE_CELLS = 7  # transform × measure columns per table, beside model, accuracy and classes
+
+
+def _figure_line(section: Section, title: str, path: str) -> str:
+    pdf = str(Path(path).with_suffix(".pdf"))
+    return f"\n![{section.label} {title}]({path})\n[{title} as PDF]({pdf})"
+
+
+def _results_note(table: list[dict[str, Any]]) -> str:
+    directions = {r["measure"]: r["higher_is_invariant"] for r in table}
+    marked = [f"{m} {'↑' if d else '↓'}" for m, d in directions.items() if d is not None]
+    return "Each cell: the measure averaged over the test set's images" + (
+        f" ({', '.join(marked)}: ↑ higher, ↓ lower = more invariant)." if marked else "."
+    )
+
+
+def _dataset_tables(config: Mapping[str, Any], table: list[dict[str, Any]]) -> list[str]:
+    """One table per test set (split so none is wider than about 10 columns): each model's
+    accuracy, how its classes were matched, and its invariance values."""
+    pairs = [(t["name"], m["name"]) for t in config["transforms"] for m in config["measures"]]
+    by_key = {(r["model"], r["dataset"], r["transform"], r["measure"]): r for r in table}
+    lines: list[str] = []
+    for dataset in (d["name"] for d in config["datasets"]):
+        present = {
+            model: [c for t, m in pairs if (c := by_key.get((model, dataset, t, m)))]
+            for model in (m["name"] for m in config["models"])
+        }
+        present = {model: cells for model, cells in present.items() if cells}
+        if not present:
+            continue
+        lines += ["", f"### {dataset}"]
+        for start in range(0, len(pairs), TABLE_CELLS):
+            chosen = pairs[start : start + TABLE_CELLS]
+            header = ["model", "accuracy", "classes", *(f"{t} {m}" for t, m in chosen)]
+            rows = [
+                [
+                    model,
+                    format_value(cells[0]["accuracy"]),
+                    cells[0]["matching"],
+                    *(
+                        format_value((by_key.get((model, dataset, t, m)) or {}).get("value"))
+                        for t, m in chosen
+                    ),
+                ]
+                for model, cells in present.items()
+            ]
+            lines += ["", *markdown_table(header, rows)]
+    return lines
+
+
 def write_report(
     out_dir: Path, store: Store, config: Mapping[str, Any], analyses: Mapping[str, Any]
 ) -> dict[str, Path]:
@@ -199,18 +378,14 @@ def write_report(
     leaves the previous one whole, every link of it resolving.
     """
     table = results_table(store, config)
-    rows = [{**row, "invariance": row["value"]} for row in table]
-    components = {a["name"]: a["component"] for a in config["analyses"]}
-    results = [
-        (label, components.get(label, label), analysis(rows))
-        for label, analysis in analyses.items()
-    ]
+    rows = analysis_rows(table, config)
     plots_dir = out_dir / "plots"
     try:
         plots_dir.mkdir(exist_ok=True)
     except OSError as error:
         raise unwritable_output(plots_dir, error) from None
-    sections, tables, as_json = render_analyses(results, plots_dir)
+    entries = {a["name"]: a for a in config["analyses"]}
+    sections, tables, as_json = render_analyses(analyses, entries, rows, out_dir)
     paths = {"results": out_dir / "results.csv"}
     _write_csv(paths["results"], RESULT_COLUMNS, table)
     for name, (columns, table_rows) in tables.items():
@@ -219,13 +394,25 @@ def write_report(
     paths["analyses"] = out_dir / "analyses.json"
     _write_text(paths["analyses"], json.dumps(as_json, indent=2, allow_nan=False))
     csv_names = [paths[name].name for name in tables]
+    models = model_rows(config, store.model_inputs())
+    if models:
+        paths["models"] = out_dir / "models.csv"
+        _write_csv(paths["models"], MODEL_COLUMNS, models)
     paths["report"] = out_dir / "report.md"
     failures = store.failures()
-    text = markdown_report(config, table, sections, csv_names, failures, store.bad_images())
-    _write_text(paths["report"], text)
+    text = markdown_report(config, table, sections, csv_names, failures, store.bad_images(), models)
+    summary = "\n\n".join(s.summary for s in sections if s.summary)
+    if summary:
+        paths["summary_tex"] = out_dir / "summary.tex"
+        _write_text(paths["summary_tex"], summary_latex(summary))
+    paths["html"] = out_dir / "report.html"
+    _write_text(paths["html"], report_html(text, out_dir))
+    _write_text(paths["report"], text)  # last: a report.md always comes with its other files
     linked = {Path(path).name for section in sections for _, path in section.plots}
+    linked |= {str(Path(name).with_suffix(".pdf")) for name in linked}
     for old in plots_dir.iterdir():
-        if old.name not in linked and (old.suffix == ".png" or TEMPORARY_SUFFIX in old.name):
+        stale = old.suffix in (".png", ".pdf") or TEMPORARY_SUFFIX in old.name
+        if old.name not in linked and stale:
             old.unlink(missing_ok=True)
     return paths
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from datetime import UTC, datetime
@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS bad_images (
     model TEXT NOT NULL, dataset TEXT NOT NULL, idx INTEGER NOT NULL, error TEXT NOT NULL,
     PRIMARY KEY (model, dataset, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (
+    model TEXT PRIMARY KEY, preprocessing TEXT NOT NULL, finished TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failures (
     model TEXT NOT NULL, dataset TEXT NOT NULL, error TEXT NOT NULL, traceback TEXT,
     finished TEXT NOT NULL,
@@ -194,11 +197,18 @@ class Store:
         samples: dict[tuple[str, str, str, str], tuple[list[int], list[float]]],
         predictions: list[tuple[Any, ...]],
         bad_images: Sequence[tuple[int, str]] = (),
+        preprocessing: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write one model × dataset pass: cells, per-sample values, predictions, bad images."""
+        """Write one model × dataset pass: cells, per-sample values, predictions, bad images,
+        and the preprocessing the model used."""
         cells = list(cells)
         finished = now()
         with self.transaction() as db:
+            if cells and preprocessing is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO models VALUES (?, ?, ?)",
+                    (cells[0].model, json.dumps(dict(preprocessing), sort_keys=True), finished),
+                )
             for cell in cells:
                 db.execute(
                     "DELETE FROM samples WHERE model=? AND dataset=? AND transform=? AND measure=?",
@@ -262,6 +272,11 @@ class Store:
             dict(zip(("model", "dataset", "error", "traceback", "finished"), r, strict=True))
             for r in rows
         ]
+
+    def model_inputs(self) -> dict[str, dict[str, Any]]:
+        """The preprocessing each model actually used, as its last pass recorded it."""
+        rows = self.connection.execute("SELECT model, preprocessing FROM models ORDER BY model")
+        return {model: json.loads(text) for model, text in rows}
 
     def set_config(self, config: dict[str, Any]) -> None:
         self.set_meta("config", json.dumps(config, sort_keys=True))

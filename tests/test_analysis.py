@@ -177,7 +177,7 @@ def test_predict_accuracy_matches_the_textbook_prediction_interval():
     hidden = {"g", "h"}
     truth = {(r["model"], r["dataset"]): r["accuracy"] for r in rows}
     table = [dict(r, accuracy=None) if r["dataset"] in hidden else r for r in rows]
-    result = invkit.get_analysis("predict_accuracy")(table)
+    result = invkit.get_analysis("predict_accuracy", scale_accuracy="none")(table)
     assert [g.group["model"] for g in result.groups] == ["m00", "m01"]
     g = result.groups[0]
     labeled = [r for r in rows if r["model"] == "m00" and r["dataset"] not in hidden]
@@ -192,9 +192,11 @@ def test_predict_accuracy_matches_the_textbook_prediction_interval():
         x0 = prediction["invariance"]
         center = beta[0] + beta[1] * x0
         var = s2 * (1 + np.array([1, x0]) @ np.linalg.inv(design.T @ design) @ np.array([1, x0]))
+        low, high = center - t * math.sqrt(var), center + t * math.sqrt(var)
         assert prediction["accuracy"] == pytest.approx(center, rel=1e-10)
-        assert prediction["low"] == pytest.approx(center - t * math.sqrt(var), rel=1e-10)
-        assert prediction["high"] == pytest.approx(center + t * math.sqrt(var), rel=1e-10)
+        assert prediction["low"] == pytest.approx(max(low, 0), rel=1e-10, abs=1e-15)  # clipped
+        assert prediction["high"] == pytest.approx(min(high, 1), rel=1e-10)
+        assert prediction["clipped"] == (low < 0 or high > 1)
         actual = truth[("m00", prediction["point"])]
         assert prediction["low"] < actual < prediction["high"]
     assert [p["point"] for p in g.predictions] == ["g", "h"]
@@ -205,6 +207,36 @@ def test_predict_accuracy_matches_the_textbook_prediction_interval():
         errors.append(abs(slope * x[i] + intercept - y[i]))
     assert g.statistics["loo_mae"] == pytest.approx(np.mean(errors), rel=1e-10)
     assert "predicted g" in str(result)
+
+
+def test_predictions_never_leave_0_1_and_say_when_they_extrapolate():
+    """A line through accuracies near 0 predicts below 0 further out: on the probit axis (the
+    default) the prediction stays inside (0, 1); on the linear axis it is clipped and says so.
+    A held-out set's true accuracy travels with its prediction."""
+    points = [("a", 0.30, 0.20), ("b", 0.25, 0.12), ("c", 0.20, 0.07), ("d", 0.15, 0.04),
+              ("near", 0.22, None), ("far", 0.02, None)]  # fmt: skip
+    rows = [
+        {"model": "m", "dataset": d, "transform": "rotation", "measure": "ei",
+         "invariance": x, "accuracy": y, "true_accuracy": 0.09 if d == "near" else None}
+        for d, x, y in points
+    ]  # fmt: skip
+    linear = invkit.get_analysis("predict_accuracy", scale_accuracy="none")(rows)
+    probit = invkit.get_analysis("predict_accuracy")(rows)
+    near, far = linear.groups[0].predictions
+    assert not near["clipped"] and not near["extrapolated"] and near["true_accuracy"] == 0.09
+    slope, intercept = np.polyfit([0.30, 0.25, 0.20, 0.15], [0.20, 0.12, 0.07, 0.04], 1)
+    assert intercept + slope * 0.02 < 0  # the straight line leaves [0, 1] ...
+    assert far["accuracy"] == 0.0 and far["low"] == 0.0 and far["clipped"]  # ... so it is clipped
+    assert far["extrapolated"] and far["true_accuracy"] is None
+    for prediction in probit.groups[0].predictions:
+        assert 0 < prediction["low"] <= prediction["accuracy"] <= prediction["high"] < 1
+        assert not prediction["clipped"]
+    x = np.array([0.30, 0.25, 0.20, 0.15])
+    line = np.polyfit(x, sps.norm.ppf([0.20, 0.12, 0.07, 0.04]), 1)
+    expected = sps.norm.cdf(np.polyval(line, 0.22))  # fitted on probit(accuracy), mapped back
+    assert probit.groups[0].predictions[0]["accuracy"] == pytest.approx(expected, rel=1e-9)
+    text = linear.to_markdown()
+    assert "0.0000*†" in text and "| 0.0900 |" in text and "unknown" in text
 
 
 def test_predict_accuracy_across_models_with_probit_axes():
@@ -251,3 +283,31 @@ def test_vectorized_line_fits_match_scipy_per_row(method):
             expected = sps.linregress(x[row], y[row])
         assert slopes[row] == pytest.approx(expected.slope, rel=1e-12, abs=1e-12)
         assert intercepts[row] == pytest.approx(expected.intercept, rel=1e-12, abs=1e-12)
+
+
+def test_point_labels_never_overlap_and_accuracy_stays_in_0_1():
+    """Twelve models crowded in one corner: every label drawn keeps clear of the others, and
+    a band reaching past 1 is clipped to the axis, which stays inside [0, 1]."""
+    from invkit.analysis_render import figures
+
+    rng = np.random.default_rng(1)
+    invariance = 0.5 + rng.normal(0, 0.01, 12)
+    rows = [
+        {"model": f"model-{i:02d}", "dataset": "val", "transform": "rotation", "measure": "js",
+         "invariance": x, "accuracy": min(0.99, 0.9 + 0.5 * (x - 0.5) + rng.normal(0, 0.01)),
+         "higher_is_invariant": False}
+        for i, x in enumerate(invariance)
+    ]  # fmt: skip
+    result = invkit.get_analysis("model_centric", n_bootstrap=200)(rows)
+    (title, figure), (heatmap, _) = figures(result)
+    [axes] = figure.axes
+    assert (title, heatmap) == ("rotation-js", "heatmap-r")
+    assert "(↓ lower = more invariant)" in axes.get_xlabel()
+    low, high = axes.get_ylim()
+    assert 0 <= low < high <= 1
+    band = [c for c in axes.collections if type(c).__name__.endswith("PolyCollection")]
+    assert band and max(p.vertices[:, 1].max() for p in band[0].get_paths()) <= high
+    renderer = figure.canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in axes.texts]
+    assert 4 <= len(boxes) <= 12  # crowded: some left out rather than printed on each other
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

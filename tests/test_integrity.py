@@ -217,7 +217,8 @@ def test_a_report_on_a_read_only_filesystem_is_one_line(tmp_path):
 
 def test_a_report_that_fails_half_way_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     config = study_with(tmp_path, "linear,other_linear", datasets=3)
-    config.write_text(config.read_text() + '\n[[analyses]]\nname = "dataset_centric"\n')
+    text = config.read_text().replace('measures = ["ei"]', 'measures = ["ei", "js"]')
+    config.write_text(text + '\n[[analyses]]\nname = "dataset_centric"\n')
     out = tmp_path / "invkit-results"
     quiet_study(config)
     rerender(out)
@@ -232,12 +233,13 @@ def test_a_report_that_fails_half_way_leaves_the_previous_one_whole(tmp_path, mo
 
     def disk_full_on_second_plot(figure, path, **kwargs):
         calls.append(path)
-        if len(calls) == 2:
+        if len(calls) == 3:  # the first figure as PNG and PDF, then the second one's PNG
             Path(path).write_bytes(b"half a png")  # the device fills up mid-file
             raise OSError(28, "No space left on device")
         return real_savefig(figure, path, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", disk_full_on_second_plot)
+    (out / ".invkit-report-cache.json").unlink()  # so that the figures are drawn again
     with pytest.raises(StorageError, match=r"cannot write '.*\.png' \(No space left on device\)"):
         rerender(out)
     assert (out / "report.md").read_text() == before
@@ -250,12 +252,13 @@ def test_plot_names_never_collide(tmp_path):
     config = load_config(study_with(tmp_path, "linear", datasets=3))
     import dataclasses
 
-    models = tuple(dataclasses.replace(config.models[0], name=n) for n in ("net/a", "net a"))
+    labels = ("rot/a", "rot a")  # one slug, two transforms: two figures all the same
+    transforms = tuple(dataclasses.replace(config.transforms[0], name=label) for label in labels)
     analyses = parse_config(
         {"models": ["x"], "datasets": ["x"], "transforms": ["x"], "measures": ["x"],
          "analyses": ["dataset_centric"]}
     ).analyses  # fmt: skip
-    config = dataclasses.replace(config, models=models, analyses=analyses)
+    config = dataclasses.replace(config, transforms=transforms, analyses=analyses)
     Study(config, out_dir=tmp_path / "o", progress=False, echo=lambda _: None).run()
     assert len(list((tmp_path / "o" / "plots").glob("*.png"))) == 2
 

@@ -172,8 +172,10 @@ def test_data_loader_workers_decode_while_models_run(tmp_path):
         computed[workers] = {k: c.value for k, c in store.cells().items()}
         store.close()
     assert computed[0] == computed[2]
-    assert auto_workers(images=64, batch_size=64) == 0  # one batch: nothing to overlap
-    assert auto_workers(images=65, batch_size=64) >= 1
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")  # only compared, never used
+    assert auto_workers(images=64, batch_size=64, device=gpu) == 0  # one batch: no overlap
+    assert auto_workers(images=65, batch_size=64, device=gpu) >= 1
+    assert auto_workers(images=10_000, batch_size=64, device=cpu) == 0  # cores run forwards
 
 
 @pytest.mark.parametrize(

@@ -374,15 +374,17 @@ def test_fuzz_counts_for_the_docs():
 def test_labels_cannot_write_outside_the_output_directory(tmp_path):
     config = load_config(study_with(tmp_path, "linear", datasets=3))
     escaping = dataclasses.replace(config.models[0], name="../../escaped")
-    config = dataclasses.replace(config, models=(escaping,), analyses=parse_config(
-        {**BASE, "analyses": ["dataset_centric"]}).analyses)  # fmt: skip
+    sneaking = dataclasses.replace(config.transforms[0], name="../../sneaked")  # in plot names
+    config = dataclasses.replace(config, models=(escaping,), transforms=(sneaking,),
+        analyses=parse_config({**BASE, "analyses": ["dataset_centric"]}).analyses)  # fmt: skip
     out = tmp_path / "out"
     Study(config, out_dir=out, progress=False, echo=lambda _: None).run()
     written = {p.resolve() for p in tmp_path.rglob("*") if p.is_file()}
     outside = {p for p in written if out.resolve() not in p.parents}
     assert outside == {(tmp_path / "study.toml").resolve(), (tmp_path / "user_models.py").resolve()}
-    [plot] = [p.name for p in (out / "plots").iterdir()]
-    assert re.fullmatch(r"dataset_centric-escaped-rotation-ei-[0-9a-f]{8}\.png", plot)
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert len(plots) == 2  # the figure as PNG and PDF
+    assert all(re.fullmatch(r"dataset_centric-sneaked-ei-[0-9a-f]{8}\.(pdf|png)", p) for p in plots)
 
 
 def test_images_smaller_than_the_input_are_upsampled_and_counted(tmp_path):

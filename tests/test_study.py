@@ -238,20 +238,30 @@ def test_report_files_and_content(finished):
         "correlations.csv",
         "predictions.csv",
         "analyses.json",
+        "models.csv",
+        "summary.tex",
+        "report.html",
         "report.md",
         "results.sqlite",
     ):
         assert (finished / name).is_file(), name
     report = (finished / "report.md").read_text()
-    assert "## digits" in report and "| effnet |" in report
-    assert "Analysis `dataset_centric`" in report
+    assert report.index("## Summary") < report.index("## Analysis") < report.index("### digits")
+    assert "| effnet |" in report and "Analysis `dataset_centric`" in report
     plots = sorted((finished / "plots").glob("*.png"))
-    assert (
-        len(plots) == 2 * 6 + 2 * 6
-    )  # model_centric: 2 labeled datasets; dataset_centric: 2 models
+    # one figure per transform × measure and analysis: every test set (model-centric) or
+    # every model (dataset-centric) on it; no heatmap, since no group has 3 points
+    assert len(plots) == 6 + 6
     for plot in plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert plot.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"  # for papers
         assert f"(plots/{plot.name})" in report
+        assert f"(plots/{plot.with_suffix('.pdf').name})" in report
+    with (finished / "models.csv").open() as handle:
+        models = {row["model"]: row for row in csv.DictReader(handle)}
+    assert models["linear"]["input_size"] == "[3, 16, 16]"
+    assert models["effnet"]["interpolation"] == "bicubic" and models["effnet"]["channels"] == "3"
+    assert "## Models" in report and "| linear | `python:" in report
     with (finished / "correlations.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     model_centric = [r for r in rows if r["analysis"] == "model_centric"]

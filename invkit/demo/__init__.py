@@ -14,15 +14,21 @@ from typing import Any
 from invkit.config import StudyConfig, parse_config
 from invkit.demo.training import RECIPES, SIZE, trained_models
 
-CORRUPTED = [(c, s) for c in ("gaussian_noise", "gaussian_blur", "contrast") for s in (1, 2, 3)]
-UNLABELED = [("gaussian_noise", 5), ("contrast", 5)]
+# Shifts that each move the best model's accuracy by at least 2 points (measured on
+# 2026-11-29: noise 1–4 by 13 to 38 points, contrast 2–4 by 3 to 15). Gaussian blur is left
+# out: on 16×16 images upsampled from 8×8 digits it changes accuracy by under 1 point at
+# every severity, and near-duplicates of the clean set carry no information.
+SHIFTED = [("gaussian_noise", s) for s in (1, 2, 3, 4)] + [("contrast", s) for s in (2, 3, 4)]
+# Labeled sets whose labels are held out of the analyses: predicted from invariance alone,
+# their true accuracy shown beside the prediction (contrast-5 lies beyond the fitted range).
+HELD_OUT = [("gaussian_noise", 5), ("contrast", 5)]
 
 
 def demo_config_dict(checkpoints: dict[str, Path]) -> dict[str, Any]:
     """The demo study as a config mapping (what a user would write in TOML)."""
     digits = {"split": "test", "size": SIZE}
     datasets: list[dict[str, Any]] = [{"name": "clean", "spec": "digits", "params": digits}]
-    for corruption, severity in CORRUPTED:
+    for corruption, severity in SHIFTED:
         datasets.append(
             {
                 "name": f"{corruption}-{severity}",
@@ -32,14 +38,15 @@ def demo_config_dict(checkpoints: dict[str, Path]) -> dict[str, Any]:
                 "severity": severity,
             }
         )
-    for corruption, severity in UNLABELED:
+    for corruption, severity in HELD_OUT:
         datasets.append(
             {
-                "name": f"{corruption}-{severity}-unlabeled",
+                "name": f"{corruption}-{severity}-held-out",
                 "spec": "digits",
-                "params": digits | {"labeled": False},
+                "params": digits,
                 "corruption": corruption,
                 "severity": severity,
+                "held_out": True,
             }
         )
     return {

@@ -113,6 +113,7 @@ class PassResult:
     device: str = ""
     shared: list[PassResult] = field(default_factory=list)  # one per PassSpec.shared
     decoded: int = 0  # images the pass read and decoded (once for all its models)
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # what the model actually used
 
     @property
     def members(self) -> list[PassResult]:

@@ -118,12 +118,14 @@ def _prediction_rows(spec: PassSpec, evaluation: Evaluation) -> list[tuple[Any, 
     return rows
 
 
-def auto_workers(images: int, batch_size: int) -> int:
-    """``run.workers = "auto"``: half the cores (at most 8) decode while the forward passes
-    run, or none when the pass is a single batch (nothing to overlap)."""
+def auto_workers(images: int, batch_size: int, device: torch.device) -> int:
+    """``run.workers = "auto"``: on a GPU, half the cores (1 to 8) decode while it runs the
+    forward passes. On the CPU none: the forward passes already use every core, and workers
+    would take cores from them (measured: docs/performance.md). None either when the pass is
+    a single batch: there is nothing to overlap."""
     import os
 
-    if images <= batch_size:
+    if images <= batch_size or device.type == "cpu":
         return 0
     return max(1, min(8, (os.cpu_count() or 1) // 2))
 
@@ -173,7 +175,9 @@ def run_pass(spec: PassSpec) -> PassResult:
     )
     if len(prepared) == 0:
         raise InvkitError(f"dataset {spec.dataset.name!r} is empty")
-    workers = auto_workers(len(prepared), run.batch_size) if run.workers == "auto" else run.workers
+    workers = run.workers
+    if workers == "auto":
+        workers = auto_workers(len(prepared), run.batch_size, device)
     loader = make_loader(prepared, run.batch_size, workers, pin=device.type == "cuda")
     model_runs = []
     for member, loaded, plan in zip(members, models, plans, strict=True):
@@ -267,4 +271,13 @@ def _result(
         bad_files=bad_files,
         input_size=tuple(loaded.preprocessing.input_size),
         device=str(device),
+        preprocessing=model_input(loaded.preprocessing),
     )
+
+
+def model_input(preprocessing: Preprocessing) -> dict[str, Any]:
+    """What a model was given, for the record (models.csv): everything but class names."""
+    record = dataclasses.asdict(preprocessing)
+    record.pop("class_names", None)
+    record["channels"] = preprocessing.input_size[0]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}

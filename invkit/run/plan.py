@@ -15,6 +15,7 @@ from typing import Any
 
 from invkit import __version__
 from invkit.api import (
+    component_version,
     get_analysis,
     get_component,
     get_executor,
@@ -31,7 +32,6 @@ from invkit.errors import InvkitError, described
 from invkit.fingerprint import digest, path_digest
 from invkit.paths import resolve_path
 from invkit.plugin.passes import Cell, PassSpec, Resolved
-from invkit.plugins import get_host
 from invkit.preprocessing import check_channels
 
 RELATIVE = " (relative paths in a config are taken from the config file's folder)"
@@ -132,9 +132,7 @@ class StudyPlan:
         """``plugin==version`` of the plugin providing a component (part of fingerprints)."""
         key = (kind, name)
         if key not in self._versions:
-            component = get_component(kind, name)
-            versions = {p.name: p.version for p in get_host().plugins(include_builtins=True)}
-            self._versions[key] = f"{component.plugin}=={versions.get(component.plugin, '?')}"
+            self._versions[key] = component_version(kind, name)
         return self._versions[key]
 
     def _component_print(self, kind: str, entry: ComponentEntry) -> list[Any]:
@@ -204,7 +202,11 @@ class StudyPlan:
             content["shift"] = self._component_print("shift", entry.shift)
         options = dataclasses.asdict(entry)
         content.update(
-            {k: v for k, v in options.items() if k not in ("name", "spec", "params", "shift")}
+            {
+                k: v
+                for k, v in options.items()
+                if k not in ("name", "spec", "params", "shift", "held_out")  # held_out: analyses
+            }
         )
         return entry
 

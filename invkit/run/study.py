@@ -24,7 +24,17 @@ from invkit.run.plan import Problems, StudyPlan
 from invkit.run.sharing import ModelInput, share_decoding
 from invkit.store import STORE_NAME, Store
 
-OUTPUT_FILES = ("results.csv", "correlations.csv", "predictions.csv", "analyses.json", "report.md")
+OUTPUT_FILES = (
+    "results.csv",
+    "correlations.csv",
+    "predictions.csv",
+    "models.csv",
+    "analyses.json",
+    "summary.tex",
+    "report.html",
+    "report.md",
+    ".invkit-report-cache.json",
+)
 
 
 @dataclass
@@ -287,7 +297,13 @@ class Study:
             )
         for spec, result, job in self._execute(specs, outcome):
             if result is not None:
-                store.write_pass(result.cells, result.samples, result.predictions, result.skipped)
+                store.write_pass(
+                    result.cells,
+                    result.samples,
+                    result.predictions,
+                    result.skipped,
+                    result.preprocessing,
+                )
             else:
                 message = failure_message(job)
                 store.record_failure(spec.model.name, spec.dataset.name, message, job.traceback)
