@@ -178,3 +178,19 @@ def test_rewriting_the_report_reuses_what_did_not_change(demo, tmp_path):
         p.name for p in (copy / "plots").iterdir() if p.stat().st_mtime_ns != written[p.name]
     }
     assert rewritten and all(name.startswith("dataset_centric-") for name in rewritten)
+
+
+def test_the_readme_headline_is_the_reports_summary_table(demo):
+    """The README shows the demo report's first summary table; its figures depend on the
+    machine that trained the models, its header and rows do not."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    report = (demo / "report.md").read_text()
+
+    def first_summary_table(text: str) -> list[list[str]]:
+        start = text.index("| invariance | clean |")
+        lines = text[start:].split("\n\n")[0].splitlines()
+        return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
+
+    shown, made = first_summary_table(readme), first_summary_table(report)
+    assert shown[0] == made[0] and [row[0] for row in shown] == [row[0] for row in made]
+    assert all(cell.startswith("r ") and "<br>ρ " in cell for row in shown[2:] for cell in row[1:])
