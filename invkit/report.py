@@ -22,7 +22,7 @@ from typing import Any
 
 from invkit import __version__ as VERSION
 from invkit.analysis_render import format_value, markdown_table
-from invkit.errors import NAMES_SHOWN, InvkitError, unwritable_output
+from invkit.errors import InvkitError, unwritable_output
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, replacing
 from invkit.report_formats import report_html, summary_latex
 from invkit.store import STORE_NAME, Store
@@ -271,9 +271,9 @@ def markdown_report(
         lines += ["", "## Skipped images", ""]
         for (model, dataset), errors in skipped.items():
             lines.append(f"- {model} × {dataset}: {len(errors)} unreadable image(s)")
-            lines += [f"  - {error}" for error in errors[:NAMES_SHOWN]]
-            if len(errors) > NAMES_SHOWN:
-                lines.append(f"  - … and {len(errors) - NAMES_SHOWN} more (`bad_images` table)")
+            lines += [f"  - {error}" for error in errors[:SKIPPED_SHOWN]]
+            if len(errors) > SKIPPED_SHOWN:
+                lines.append(f"  - … and {len(errors) - SKIPPED_SHOWN} more (`bad_images` table)")
     if failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {f['model']} × {f['dataset']}: {f['error']}" for f in failures]
@@ -318,6 +318,7 @@ def _models_section(rows: Sequence[dict[str, Any]]) -> list[str]:
             *markdown_table(header, table)]  # fmt: skip
 
 
+SKIPPED_SHOWN = 20  # skipped images the report names per pass (all are in the store)
 TABLE_CELLS = 7  # transform × measure columns per table, beside model, accuracy and classes
 
 

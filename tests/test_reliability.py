@@ -253,6 +253,9 @@ def test_damaged_images_name_the_file_or_are_skipped_and_counted(tmp_path):
     assert all(str(path) in line for path in sorted(bad)[:10])  # named in the console
     report = (tmp_path / "skip" / "report.md").read_text()
     assert "## Skipped images" in report and f"lin × set: {len(bad)} unreadable image(s)" in report
+    listed = report.split("## Skipped images")[1]
+    assert sum(str(path) in listed for path in bad) == 20  # by path: the first 20, and a count
+    assert f"… and {len(bad) - 20} more (`bad_images` table)" in listed
     db = sqlite3.connect(tmp_path / "skip" / "results.sqlite")
     assert db.execute("SELECT images, skipped FROM cells").fetchone() == (4, len(bad))
     (count,) = db.execute("SELECT COUNT(*) FROM bad_images").fetchone()
