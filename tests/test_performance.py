@@ -231,3 +231,36 @@ def test_compiled_models_give_the_eager_values(tmp_path):
     [eager_spec], [compiled_spec] = (StudyPlan(c).passes({}, set())[0] for c in (config, compiled))
     eager, fast = invkit.run_pass(eager_spec), invkit.run_pass(compiled_spec)
     assert fast.cells[0].value == pytest.approx(eager.cells[0].value, abs=1e-6)
+
+
+def test_bundles_keep_to_the_model_count_and_the_parameter_budget(tmp_path):
+    from invkit.run.sharing import AUTO_PARAMETER_BYTES, ModelInput, share_decoding
+
+    config = load_config(study_with(tmp_path, "linear,other_linear,nan,slow", datasets=2))
+    specs, _ = StudyPlan(config).passes({}, set())
+    same, other = ("16px",), ("32px",)
+    gib = AUTO_PARAMETER_BYTES // 4
+    inputs = {
+        "linear": ModelInput(same, 2 * gib),
+        "other_linear": ModelInput(same, 2 * gib),
+        "nan": ModelInput(same, 1 * gib),  # 2 + 2 + 1 GiB: over the 4 GiB budget
+        "slow": ModelInput(other, 1),  # another input: never with the others
+    }
+
+    def bundles(models_per_pass):
+        return [
+            (s.dataset.name, [m.model.name for m in s.members])
+            for s in share_decoding(specs, inputs, models_per_pass)
+        ]
+
+    assert bundles("auto") == [
+        ("d0", ["linear", "other_linear"]), ("d1", ["linear", "other_linear"]),
+        ("d0", ["nan"]), ("d1", ["nan"]), ("d0", ["slow"]), ("d1", ["slow"]),
+    ]  # fmt: skip
+    assert bundles(3) == [  # a number sets no budget: the user chose it
+        ("d0", ["linear", "other_linear", "nan"]),
+        ("d1", ["linear", "other_linear", "nan"]),
+        ("d0", ["slow"]),
+        ("d1", ["slow"]),
+    ]
+    assert bundles(1) == [(s.dataset.name, [s.model.name]) for s in specs]

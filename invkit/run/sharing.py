@@ -47,10 +47,8 @@ def share_decoding(
             continue
         key = (spec.dataset.name, model.key)
         bundle, size = open_bundles.get(key, ([], 0))
-        full = len(bundle) >= most or (
-            budget is not None and bundle and size + model.bytes > budget
-        )
-        if not bundle or full:
+        over_budget = budget is not None and size + model.bytes > budget
+        if not bundle or len(bundle) >= most or over_budget:
             bundle, size = [], 0
             bundles.append(bundle)
         bundle.append(spec)
