@@ -94,9 +94,7 @@ def seeded_weights(arch: str, folder: Path) -> Path:
     return path
 
 
-def study_config(
-    folder: Path, models: dict[str, str], size: int, run: dict, analyses: bool = False
-) -> dict:
+def study_config(folder: Path, models: dict[str, str], size: int, run: dict) -> dict:
     return {
         "models": [
             {
@@ -110,7 +108,7 @@ def study_config(
         "datasets": [{"name": "photos", "spec": f"imagefolder:{folder}"}],
         "transforms": list(TRANSFORMS),
         "measures": list(MEASURES),
-        "analyses": [] if not analyses else ["correlation"],
+        "analyses": [],
         "run": run,
     }
 

@@ -173,6 +173,17 @@ def direction_text(higher_is_invariant: bool | None) -> str:
     )
 
 
+def _pair_label(result: AnalysisResult, transform: str, measure: str) -> str:
+    """A transform × measure as summaries and the heatmap name it, with its direction mark."""
+    return f"{transform} {measure} {direction_mark(result.directions.get(measure))}".strip()
+
+
+def _fit_segment(group: GroupResult) -> tuple[list[float], list[float]]:
+    """The group's fitted line over the range of its points."""
+    xs = [min(group.x), max(group.x)]
+    return xs, [group.fit["intercept"] + group.fit["slope"] * x for x in xs]
+
+
 def _by_pair(groups: list[GroupResult]) -> dict[tuple[str, str], list[GroupResult]]:
     """Groups by (transform, measure), in order of first appearance."""
     pairs: dict[tuple[str, str], list[GroupResult]] = {}
@@ -218,7 +229,7 @@ def summary(result: AnalysisResult) -> str | None:
     for start in range(0, len(datasets), SUMMARY_COLUMNS):
         chosen = datasets[start : start + SUMMARY_COLUMNS]
         rows = [
-            [f"{t} {m} {direction_mark(result.directions.get(m))}".strip()]
+            [_pair_label(result, t, m)]
             + [_r_and_rho(cells[(t, m), d]) if ((t, m), d) in cells else "" for d in chosen]
             for t, m in pairs
         ]
@@ -287,7 +298,7 @@ def _prediction_summary(result: AnalysisResult) -> str | None:
         chosen = points[start : start + SUMMARY_COLUMNS]
         rows = []
         for t, m in pairs:
-            row = [f"{t} {m} {direction_mark(result.directions.get(m))}".strip()]
+            row = [_pair_label(result, t, m)]
             for point in chosen:
                 found = collected.get(((t, m), point), [])
                 row.append(_predicted_vs_true(found))
@@ -361,9 +372,7 @@ def _draw_group(
         high = [min(max(v, limits[0]), limits[1]) for v in group.band["high"]]
         axes.fill_between(group.band["x"], low, high, color=color, alpha=0.12, linewidth=0)
     if group.fit and group.x:
-        xs = [min(group.x), max(group.x)]
-        ys = [group.fit["intercept"] + group.fit["slope"] * x for x in xs]
-        axes.plot(xs, ys, color=color, linewidth=1.2)
+        axes.plot(*_fit_segment(group), color=color, linewidth=1.2)
 
 
 def _fit_label(group: GroupResult, name: str) -> str:
@@ -371,9 +380,9 @@ def _fit_label(group: GroupResult, name: str) -> str:
     return f"{name} (r = {r:.2f})" if r is not None and not group.message else f"{name} (—)"
 
 
-def label_points(axes: Any, xs: list[float], ys: list[float], labels: list[str]) -> int:
+def label_points(axes: Any, xs: list[float], ys: list[float], labels: list[str]) -> None:
     """Label points so that no two labels overlap (each tries a few positions around its
-    point; one with no free position is left out). Returns how many were drawn."""
+    point; one with no free position is left out)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     figure = axes.figure
@@ -381,7 +390,6 @@ def label_points(axes: Any, xs: list[float], ys: list[float], labels: list[str])
     canvas.draw()  # the transforms need the final layout
     renderer = canvas.get_renderer()
     taken: list[Any] = []
-    drawn = 0
     offsets = [(4, 4), (4, -10), (-4, 4), (-4, -10), (4, 14), (-4, 14), (4, -20), (-4, -20)]
     for x, y, text in sorted(zip(xs, ys, labels, strict=True), key=lambda p: (p[1], p[0])):
         for dx, dy in offsets:
@@ -394,10 +402,8 @@ def label_points(axes: Any, xs: list[float], ys: list[float], labels: list[str])
                 box.x0, box.y0
             ):
                 taken.append(box)
-                drawn += 1
                 break
             annotation.remove()
-    return drawn
 
 
 def overlay_figure(
@@ -410,14 +416,11 @@ def overlay_figure(
     figure = Figure(figsize=(7, 5), dpi=110)
     axes = figure.subplots()
     colors = _colors(len(groups))
-    limits = _accuracy_limits(
-        [g for g in groups if g.n], result.params.get("scale_accuracy", "none")
-    )
-    shown = [g for g in groups if g.n]
-    for group, color in zip(groups, colors, strict=True):
-        if group.n:  # bands only while few enough to be told apart
-            label = _fit_label(group, _other(group))
-            _draw_group(axes, group, color, label, limits, band=len(shown) <= BANDS_SHOWN)
+    shown = [(group, color) for group, color in zip(groups, colors, strict=True) if group.n]
+    limits = _accuracy_limits([g for g, _ in shown], result.params.get("scale_accuracy", "none"))
+    for group, color in shown:  # bands only while few enough to be told apart
+        label = _fit_label(group, _other(group))
+        _draw_group(axes, group, color, label, limits, band=len(shown) <= BANDS_SHOWN)
     axes.set_ylim(*limits)
     _axis_labels(axes, result, transform, measure)
     axes.set_title(f"{result.analysis}: {transform} {measure}", fontsize=9)
@@ -450,8 +453,7 @@ def panels_figure(
     for axes, group in zip(panels.flat, shown, strict=False):
         axes.scatter(group.x, group.y, s=14, c=[palette[p] for p in group.points], zorder=3)
         if group.fit:
-            xs = [min(group.x), max(group.x)]
-            axes.plot(xs, [group.fit["intercept"] + group.fit["slope"] * x for x in xs], "k-", lw=1)
+            axes.plot(*_fit_segment(group), "k-", lw=1)
         axes.set_title(_fit_label(group, _other(group)), fontsize=7)
         axes.grid(alpha=0.3)
         axes.tick_params(labelsize=6)
@@ -491,7 +493,7 @@ def heatmap_figure(
                 axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
                           color=color)  # fmt: skip
     axes.set_xticks(range(len(datasets)), datasets, rotation=45, ha="right", fontsize=7)
-    labels = [f"{t} {m} {direction_mark(result.directions.get(m))}".strip() for t, m in pairs]
+    labels = [_pair_label(result, t, m) for t, m in pairs]
     axes.set_yticks(range(len(pairs)), labels, fontsize=7)
     figure.colorbar(image, ax=axes, label="Pearson r", shrink=0.8)
     axes.set_title(f"{result.analysis}: r of accuracy with invariance", fontsize=9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from typing import Any
 
 import click
 
+from invkit.config import AUTO_OR_COUNT, is_auto_or_count
 from invkit.errors import (
     EXIT_ERROR,
     EXIT_STORAGE,
@@ -61,21 +63,19 @@ def _version() -> str:
 
 
 class AutoOrCount(click.ParamType):
-    """``auto`` or an integer of at least ``least``."""
+    """``auto`` or an integer of at least the least the run option ``key`` takes (checked by
+    the config's own rule)."""
 
     name = "auto|N"
 
-    def __init__(self, least: int):
-        self.least = least
+    def __init__(self, key: str):
+        self.least = AUTO_OR_COUNT[key]
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
-        if value == "auto" or isinstance(value, int):
-            return value
-        try:
+        number: Any = value
+        with contextlib.suppress(ValueError):  # "auto", or text the rule refuses
             number = int(value)
-        except ValueError:
-            number = self.least - 1
-        if number < self.least:
+        if not is_auto_or_count(number, self.least):
             self.fail(f"{value!r} is neither auto nor an integer >= {self.least}", param, ctx)
         return number
 
@@ -213,17 +213,17 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
 )
 @click.option(
     "--workers",
-    type=AutoOrCount(0),
+    type=AutoOrCount("workers"),
     help="Data-loader processes decoding while the models run: a number, or auto (on a GPU "
     "half the cores, at most 8; on the CPU, whose cores run the models, none) (default: the "
     "config's [run] workers, else auto).",
 )
 @click.option(
     "--models-per-pass",
-    type=AutoOrCount(1),
+    type=AutoOrCount("models_per_pass"),
     help="At most this many models with the same input share one decoding of a dataset, or "
-    "auto (up to 8, within 4 GiB of parameters) (default: the config's [run] models_per_pass, "
-    "else auto).",
+    "auto (up to 8, within 4 GiB of parameters, with the local executor; one with the others) "
+    "(default: the config's [run] models_per_pass, else auto).",
 )
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA (off by default).")
 @click.option(

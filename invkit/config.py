@@ -236,10 +236,15 @@ def _component(section: str, i: int | None, raw: Any) -> ComponentEntry:
 AUTO_OR_COUNT = {"workers": 0, "models_per_pass": 1}  # run options taking "auto" or a count
 
 
-def _auto_or_count(where: str, value: Any, least: int) -> int | str:
-    if value == "auto" or (
+def is_auto_or_count(value: Any, least: int) -> bool:
+    """``"auto"``, or an integer (not a bool) of at least ``least``."""
+    return value == "auto" or (
         isinstance(value, int) and not isinstance(value, bool) and value >= least
-    ):
+    )
+
+
+def _auto_or_count(where: str, value: Any, least: int) -> int | str:
+    if is_auto_or_count(value, least):
         return value
     raise ConfigError(f'{where} must be "auto" or an integer >= {least}; got {value!r}')
 
