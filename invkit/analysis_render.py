@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from invkit.markup import code, md, plain
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -93,6 +95,7 @@ def tables(result: AnalysisResult) -> dict[str, tuple[list[str], list[dict[str, 
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table of cells that are Markdown already (names passed through ``md``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines.extend("| " + " | ".join(row) + " |" for row in rows)
     return lines
@@ -121,8 +124,8 @@ def to_markdown(result: AnalysisResult) -> str:
     if result.predicts:
         rows = [
             [
-                " / ".join(group.group.values()),
-                p["point"],
+                _group_name(group),
+                md(p["point"]),
                 format_value(p["invariance"]),
                 format_value(p["accuracy"]) + prediction_marks(p),
                 f"[{p['low']:.4f}, {p['high']:.4f}]",
@@ -143,13 +146,13 @@ def to_markdown(result: AnalysisResult) -> str:
         return "\n".join(markdown_table(header, rows)) + notes
     rows = [
         [
-            " / ".join(group.group.values()),
+            _group_name(group),
             str(group.n),
             _interval(group, "pearson_r"),
             _interval(group, "spearman_rho"),
             _interval(group, "kendall_tau"),
             _interval(group, "r_squared"),
-            group.message or "",
+            md(group.message or ""),
         ]
         for group in result.groups
     ]
@@ -173,9 +176,15 @@ def direction_text(higher_is_invariant: bool | None) -> str:
     )
 
 
+def _group_name(group: GroupResult) -> str:
+    """A group's labels (transform, measure, dataset or model) as Markdown text."""
+    return md(" / ".join(map(str, group.group.values())))
+
+
 def _pair_label(result: AnalysisResult, transform: str, measure: str) -> str:
     """A transform × measure as summaries and the heatmap name it, with its direction mark."""
-    return f"{transform} {measure} {direction_mark(result.directions.get(measure))}".strip()
+    mark = direction_mark(result.directions.get(measure))
+    return plain(f"{transform} {measure} {mark}".strip())
 
 
 def _fit_segment(group: GroupResult) -> tuple[list[float], list[float]]:
@@ -195,7 +204,7 @@ def _by_pair(groups: list[GroupResult]) -> dict[tuple[str, str], list[GroupResul
 
 def _other(group: GroupResult) -> str:
     """What a group is over besides transform and measure: its dataset, or its model."""
-    return " / ".join(v for k, v in group.group.items() if k not in ("transform", "measure"))
+    return plain(" / ".join(v for k, v in group.group.items() if k not in ("transform", "measure")))
 
 
 def _analysed(groups: list[GroupResult]) -> list[str]:
@@ -229,11 +238,11 @@ def summary(result: AnalysisResult) -> str | None:
     for start in range(0, len(datasets), SUMMARY_COLUMNS):
         chosen = datasets[start : start + SUMMARY_COLUMNS]
         rows = [
-            [_pair_label(result, t, m)]
+            [md(_pair_label(result, t, m))]
             + [_r_and_rho(cells[(t, m), d]) if ((t, m), d) in cells else "" for d in chosen]
             for t, m in pairs
         ]
-        lines += ["", *markdown_table(["invariance", *chosen], rows)]
+        lines += ["", *markdown_table(["invariance", *map(md, chosen)], rows)]
     sentences = _best_measures(result, pairs)
     if sentences:
         lines += ["", *sentences]
@@ -266,9 +275,10 @@ def _best_measures(
         mean, measure, values = max(scored)
         agree = sum(v > 0 for v in values)
         sentences.append(
-            f"- **{transform}**: `{measure}` tracks accuracy best, mean r = {mean:+.2f} over "
-            f"{len(values)} test set(s) (from {min(values):+.2f} to {max(values):+.2f}); more "
-            f"invariant models are more accurate on {agree} of {len(values)}."
+            f"- **{md(transform)}**: {code(measure)} tracks accuracy best, mean r = "
+            f"{mean:+.2f} over {len(values)} test set(s) (from {min(values):+.2f} to "
+            f"{max(values):+.2f}); more invariant models are more accurate on {agree} of "
+            f"{len(values)}."
             + ("" if mean > 0 else " No measure of this invariance predicts accuracy here.")
         )
     if sentences:
@@ -298,12 +308,12 @@ def _prediction_summary(result: AnalysisResult) -> str | None:
         chosen = points[start : start + SUMMARY_COLUMNS]
         rows = []
         for t, m in pairs:
-            row = [_pair_label(result, t, m)]
+            row = [md(_pair_label(result, t, m))]
             for point in chosen:
                 found = collected.get(((t, m), point), [])
                 row.append(_predicted_vs_true(found))
             rows.append(row)
-        lines += ["", *markdown_table(["invariance", *chosen], rows)]
+        lines += ["", *markdown_table(["invariance", *map(md, chosen)], rows)]
     return "\n".join(lines)
 
 
@@ -342,7 +352,7 @@ def _axis_labels(axes: Any, result: AnalysisResult, transform: str, measure: str
     x_scale = params.get("scale_invariance", "none")
     y_scale = params.get("scale_accuracy", "none")
     axes.set_xlabel(
-        f"{transform} {measure}{'' if x_scale == 'none' else f' ({x_scale})'}"
+        plain(f"{transform} {measure}{'' if x_scale == 'none' else f' ({x_scale})'}")
         + direction_text(result.directions.get(measure)),
         fontsize=8,
     )
@@ -394,7 +404,7 @@ def label_points(axes: Any, xs: list[float], ys: list[float], labels: list[str])
     for x, y, text in sorted(zip(xs, ys, labels, strict=True), key=lambda p: (p[1], p[0])):
         for dx, dy in offsets:
             annotation = axes.annotate(
-                text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
+                plain(text), (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
                 ha="left" if dx > 0 else "right", color="0.25",
             )  # fmt: skip
             box = annotation.get_window_extent(renderer).expanded(1.05, 1.1)
@@ -423,7 +433,7 @@ def overlay_figure(
         _draw_group(axes, group, color, label, limits, band=len(shown) <= BANDS_SHOWN)
     axes.set_ylim(*limits)
     _axis_labels(axes, result, transform, measure)
-    axes.set_title(f"{result.analysis}: {transform} {measure}", fontsize=9)
+    axes.set_title(plain(f"{result.analysis}: {transform} {measure}"), fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     figure.tight_layout()
@@ -462,10 +472,10 @@ def panels_figure(
     panels[0, 0].set_ylim(*limits)
     _axis_labels(panels[-1, 0], result, transform, measure)
     handles = [
-        panels[0, 0].scatter([], [], s=14, color=palette[name], label=name) for name in names
+        panels[0, 0].scatter([], [], s=14, color=palette[name], label=plain(name)) for name in names
     ]
     figure.legend(handles=handles, fontsize=6, loc="center right", frameon=False)
-    figure.suptitle(f"{result.analysis}: {transform} {measure}", fontsize=9)
+    figure.suptitle(plain(f"{result.analysis}: {transform} {measure}"), fontsize=9)
     figure.tight_layout(rect=(0, 0, 1 - 1.6 / figure.get_figwidth(), 1))
     return figure
 

@@ -19,7 +19,7 @@ import torch
 
 from invkit.errors import InvkitError
 
-_HASHES: dict[tuple[str, int, int], str] = {}
+_HASHES: dict[tuple[str, int, int, int, int], str] = {}
 _TRUSTED: ContextVar[bool] = ContextVar("invkit_trusted_checkpoints", default=False)
 
 
@@ -41,10 +41,11 @@ STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, cached per (path, size, mtime) for this process."""
+    """SHA-256 of a file's bytes, cached for this process per path, inode, size, modification
+    and status-change time (a write changes the last, which no ``touch`` can restore)."""
     path = Path(path).resolve()
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _HASHES:
         digest = hashlib.sha256()
         with path.open("rb") as handle:

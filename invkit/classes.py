@@ -94,19 +94,53 @@ def _model_index(value: str, class_names: list[str] | None, where: str) -> int:
     raise InvkitError(f"{where}: {value!r} is neither a class index nor a class name of the model")
 
 
-def _subset(subset: str, model_indices: list[int], class_names: list[str] | None) -> list[int]:
-    if subset in TIMM_SUBSETS:
-        return timm_subset_indices(subset)
-    if subset == "folders":
-        return sorted(set(model_indices))
-    path = Path(subset)
+SUBSET_KEYWORDS = (*TIMM_SUBSETS, "folders")  # class_subset values that are not file names
+
+
+def subset_lines(path: Path) -> list[str]:
+    """The classes a class subset file lists, one per line (blank lines and ``#`` comments
+    skipped); a class listed twice is refused, since it would count its images twice."""
     if not path.is_file():
         raise InvkitError(
-            f"class_subset {subset!r} is neither {', '.join(TIMM_SUBSETS)}, 'folders', nor a file "
-            "listing one class index or name per line"
+            f"class_subset {str(path)!r} does not exist; give {', '.join(SUBSET_KEYWORDS)}, or a "
+            "file listing one class index or name per line"
         )
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [_model_index(line, class_names, f"class subset {path}") for line in lines]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if line in seen:
+            raise InvkitError(
+                f"class subset {str(path)!r} lists {line!r} twice (entries {seen[line]} and "
+                f"{number}); list each class once"
+            )
+        seen[line] = number
+    for line in lines:
+        if line.lstrip("-").isdigit():
+            _model_index(line, None, f"class subset {path}")
+    return lines
+
+
+def _subset(
+    subset: str, model_indices: list[int], class_names: list[str] | None, num_classes: int | None
+) -> list[int]:
+    if subset in TIMM_SUBSETS:
+        indices = timm_subset_indices(subset)
+    elif subset == "folders":
+        return sorted(set(model_indices))
+    else:
+        path = Path(subset)
+        where = f"class subset {path}"
+        indices = [_model_index(line, class_names, where) for line in subset_lines(path)]
+        if len(set(indices)) < len(indices):
+            raise InvkitError(f"{where} names one class twice (by its name and its index)")
+    outside = [i for i in indices if num_classes is not None and not 0 <= i < num_classes]
+    if outside:
+        raise InvkitError(
+            f"class_subset {subset!r} holds class index {outside[0]}, outside the model's "
+            f"{num_classes} outputs (0 to {num_classes - 1})"
+        )
+    return indices
 
 
 def _is_index(name: str) -> bool:
@@ -196,7 +230,7 @@ def plan_labels(
         return LabelPlan(targets, None, method)
     if model_indices is None:
         raise InvkitError(f"{prefix}class_subset needs a dataset with named classes")
-    subset = _subset(class_subset, model_indices, names)
+    subset = _subset(class_subset, model_indices, names, num_classes)
     position = {index: i for i, index in enumerate(subset)}
     outside = [c for c, i in zip(dataset_classes, model_indices, strict=True) if i not in position]
     if outside:

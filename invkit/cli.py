@@ -19,10 +19,12 @@ from invkit.errors import (
     EXIT_STORAGE,
     Interrupted,
     InvkitError,
+    InvkitWarning,
     StorageError,
     plural,
 )
-from invkit.plugins import PluginWarning, get_host, reset_host
+from invkit.markup import terminal
+from invkit.plugins import get_host, reset_host
 from invkit.registry import KINDS, Component
 
 KIND_CHOICES = [plural(k) for k in KINDS]
@@ -163,7 +165,7 @@ def _names(value: str | None) -> list[str]:
 
 
 def _to_stderr(text: str) -> None:
-    click.echo(text, err=True)
+    click.echo(terminal(text), err=True)
 
 
 def _pip(*args: str) -> None:
@@ -297,7 +299,7 @@ def study_command(
     else:
         study_config = load_config(config)
     changes = {k: v for k, v in overrides.items() if v is not None}
-    if ray_address:
+    if ray_address is not None:  # "" is refused by the ray executor, never quietly local
         params = {**study_config.run.executor_params, "address": ray_address}
         changes.update(executor="ray", executor_params=params)
     study_config = dataclasses.replace(
@@ -321,10 +323,10 @@ def study_command(
     except (Interrupted, KeyboardInterrupt) as stop:  # KeyboardInterrupt: raised by user code
         if not isinstance(stop, Interrupted):
             stop = Interrupted(signal.SIGINT, "SIGINT")
-        click.echo(
+        again = "it again without --fresh" if fresh else "the same command again"
+        _to_stderr(
             f"\ninvkit: interrupted ({stop.name}); completed cells are kept in {study.out_dir}. "
-            "Run the same command again to resume.",
-            err=True,
+            f"Run {again} to resume."
         )
         raise SystemExit(stop.exit_code) from None
     if limit is not None:
@@ -339,7 +341,7 @@ def study_command(
     if outcome.failures:
         click.echo(f"invkit: {len(outcome.failures)} pass(es) failed:", err=True)
         for failure in outcome.failures:
-            click.echo(f"  {failure['model']} × {failure['dataset']}: {failure['error']}", err=True)
+            _to_stderr(f"  {failure['model']} × {failure['dataset']}: {failure['error']}")
         raise SystemExit(1)
 
 
@@ -386,10 +388,10 @@ def report_command(directory: str) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    text = f"invkit: warning: {message}" if issubclass(category, PluginWarning) else None
+    text = f"invkit: warning: {message}" if issubclass(category, InvkitWarning) else None
     if text is None:
         text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
-    click.echo(text, err=True)
+    click.echo(terminal(text), err=True)
 
 
 def _stop_on_signals() -> None:
@@ -417,10 +419,10 @@ def main() -> None:
         click.echo(f"\ninvkit: interrupted ({stop.name})", err=True)
         sys.exit(stop.exit_code)
     except StorageError as error:
-        click.echo(f"invkit: storage error: {error}", err=True)
+        _to_stderr(f"invkit: storage error: {error}")
         sys.exit(EXIT_STORAGE)
     except InvkitError as error:
-        click.echo(f"invkit: error: {error}", err=True)
+        _to_stderr(f"invkit: error: {error}")
         sys.exit(EXIT_ERROR)
 
 

@@ -53,6 +53,7 @@ class DatasetEntry:
     class_subset: str | None = None
     shift: ComponentEntry | None = None
     held_out: bool = False  # labels kept from the analyses; accuracy shown beside predictions
+    verify: str = "listing"  # what fingerprints its files: names, sizes, times; or "content"
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ def _dataset(i: int, raw: Any) -> DatasetEntry:
         class_subset=_optional_str(f"{where}.class_subset", raw.get("class_subset")),
         shift=_shift(where, raw),
         held_out=_expect(f"{where}.held_out", raw.get("held_out", False), bool, "true or false"),
+        verify=_choice(f"{where}.verify", raw.get("verify", "listing"), VERIFY_MODES),
     )
 
 
@@ -203,6 +205,16 @@ def _shift(where: str, raw: Mapping[str, Any]) -> ComponentEntry | None:
     name = _expect(f"{where}.corruption", raw["corruption"], str, "a shift's name")
     severity = _expect(f"{where}.severity", raw.get("severity", 1), int, "an integer")
     return ComponentEntry(name=name, component=name, params={"severity": severity})
+
+
+VERIFY_MODES = ("listing", "content")  # a dataset's files: by name, size and time, or by bytes
+
+
+def _choice(where: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        shown = " or ".join(repr(c) for c in choices)
+        raise ConfigError(f"{where} must be {shown}; got {value!r}")
+    return value
 
 
 def _non_negative(where: str, value: Any) -> int:

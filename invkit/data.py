@@ -168,11 +168,10 @@ class PreparedDataset(Dataset):
         index = self.indices[position]
         where = getattr(self.dataset, "describe", lambda i: f"image {i}")(index)
         try:
-            if self.reduced:
-                image, label = self.dataset.read_reduced(index, self.shorter_side)  # type: ignore[attr-defined]
-            else:
-                image, label = self.dataset[index]
-            original = to_pixels(image, self.preprocessing.input_size[0], where)
+            shorter_side = self.shorter_side if self.reduced else None
+            original, label = read_pixels(
+                self.dataset, index, self.preprocessing.input_size[0], where, shorter_side
+            )
             pixels = resize_and_crop(original, self.preprocessing)
         except InvkitError as error:
             problem = str(error)
@@ -188,6 +187,19 @@ class PreparedDataset(Dataset):
             return pixels, int(label), index, "", upsampled
         placeholder = torch.zeros(self.preprocessing.input_size, dtype=torch.uint8)
         return placeholder, -1, index, problem, False
+
+
+def read_pixels(
+    dataset: Any, index: int, channels: int, where: str, shorter_side: int | None = None
+) -> tuple[torch.Tensor, Any]:
+    """One item's pixels (``to_pixels``) and label: the decoding every pass and ``invkit check
+    --images`` share, so that check refuses exactly the images a study would. With
+    ``shorter_side``, a dataset's ``read_reduced`` decodes at a reduced scale."""
+    if shorter_side is not None:
+        image, label = dataset.read_reduced(index, shorter_side)
+    else:
+        image, label = dataset[index]
+    return to_pixels(image, channels, where), label
 
 
 def image_seed(dataset_seed: int, index: int) -> int:

@@ -25,6 +25,10 @@ def plural(kind: str) -> str:
     return kind[:-2] + "es" if kind.endswith("is") else kind + "s"
 
 
+class InvkitWarning(UserWarning):
+    """A warning invkit gives on purpose; the CLI prints it as ``invkit: warning: …``."""
+
+
 class InvkitError(Exception):
     """Base class of every error invkit raises deliberately."""
 

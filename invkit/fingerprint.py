@@ -1,7 +1,8 @@
 """Fingerprints: digests of everything that determines a cell's value.
 
 A cell is recomputed exactly when its fingerprint changes: the model spec, its parameters and
-the bytes of its weights file; the dataset spec, options and the listing of its files; the
+the bytes of its weights file; the dataset spec, options and the listing of its files (or,
+with a dataset's ``verify = "content"``, their bytes); the
 transform's and measure's parameters; the versions of invkit and of the plugins involved.
 """
 
@@ -21,8 +22,11 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def path_digest(path: str | Path) -> str | None:
-    """A file's content hash, a folder's listing hash (names, sizes, times), else ``None``."""
+def path_digest(path: str | Path, content: bool = False) -> str | None:
+    """A file's content hash; a folder's listing hash (every file's name, size and
+    modification time), or with ``content`` the hash of every file's name and bytes; else
+    ``None``. The listing is read in milliseconds but misses a same-size file replaced with its
+    time restored; the content hash misses nothing and reads every byte."""
     path = Path(path)
     if path.is_file():
         return file_sha256(path)
@@ -30,7 +34,11 @@ def path_digest(path: str | Path) -> str | None:
         entries = []
         for item in sorted(path.rglob("*")):
             if item.is_file():
-                stat = item.stat()
-                entries.append((str(item.relative_to(path)), stat.st_size, stat.st_mtime_ns))
+                name = str(item.relative_to(path))
+                if content:
+                    entries.append((name, file_sha256(item)))
+                else:
+                    stat = item.stat()
+                    entries.append((name, stat.st_size, stat.st_mtime_ns))
         return digest(entries)
     return None

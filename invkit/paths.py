@@ -1,4 +1,6 @@
-"""Paths in configs are relative to the config file's folder; output files are written whole."""
+"""Paths in configs are relative to the config file's folder; output files are written whole,
+and never through a symbolic link: invkit writes and removes only real files of its own inside
+the output folder."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from invkit.errors import StorageError, unwritable_output
+from invkit.errors import InvkitError, StorageError, unwritable_output
 
 TEMPORARY_SUFFIX = ".invkit-tmp"
+PROBE_NAME = ".invkit-write-test"
 
 
 def resolve_path(value: str, base_dir: Path) -> str:
@@ -22,14 +25,52 @@ def resolve_path(value: str, base_dir: Path) -> str:
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
+def link_error(paths: list[Path]) -> InvkitError:
+    """The one message for symbolic links where invkit writes its own files."""
+    shown = "; ".join(f"{str(path)!r} -> {os.readlink(path)!r}" for path in paths)
+    return InvkitError(
+        f"{shown}: a symbolic link where invkit writes its own files. invkit never writes, "
+        "reads or deletes through a link in its output folder, which could reach files outside "
+        "it: remove the link (or copy the real file in its place), or choose another --out"
+    )
+
+
+def refuse_links(directory: Path, names: list[str] | tuple[str, ...]) -> None:
+    """Fail, naming every one, if any of ``names`` in ``directory`` is a symbolic link
+    (dangling or not)."""
+    links = [directory / name for name in names if (directory / name).is_symlink()]
+    if links:
+        raise link_error(links)
+
+
+def create_own(path: Path, flags: int = 0) -> int:
+    """A file descriptor of ``path``, opened read-write and created if missing, never through
+    a symbolic link (``O_NOFOLLOW``): a link there is refused with ``link_error``."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | flags, 0o644)
+    except OSError as error:
+        if path.is_symlink():
+            raise link_error([path]) from None
+        raise unwritable_output(path.parent, error) from None
+
+
 def check_writable(directory: Path) -> None:
     """Fail now, naming the directory and the cause, if a file cannot be written in it."""
-    probe = directory / ".invkit-write-test"
+    probe = directory / PROBE_NAME
+    refuse_links(directory, [PROBE_NAME])
     try:
-        probe.write_text("ok")
+        probe.unlink(missing_ok=True)  # a probe a killed run left behind
+        descriptor = create_own(probe, os.O_EXCL)
+        os.write(descriptor, b"ok")
+        os.close(descriptor)
         probe.unlink()
     except OSError as error:
         raise unwritable_output(directory, error) from None
+
+
+def temporary_name(path: Path) -> Path:
+    """The name ``replacing`` writes ``path`` under first (hidden, this process's own)."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
 
 
 @contextmanager
@@ -37,8 +78,9 @@ def replacing(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the block ends it replaces ``path``
     in one rename, so a killed or failed write leaves the previous file whole. A file-system
     failure (disk full, read-only, folder gone) is a ``StorageError`` naming ``path``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+    temporary = temporary_name(path)
     try:
+        temporary.unlink(missing_ok=True)  # a name of ours, left by a killed run: never followed
         yield temporary
         os.replace(temporary, path)
     except OSError as error:

@@ -30,7 +30,7 @@ from typing import Any
 
 import pluggy
 
-from invkit.errors import PluginError
+from invkit.errors import InvkitWarning, PluginError
 from invkit.plugin import hookspecs
 from invkit.registry import KINDS, Registry, component_name, describe
 
@@ -47,7 +47,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(InvkitWarning):
     """A plugin failed to load or to register its components and was left out."""
 
 

@@ -15,17 +15,20 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from invkit import __version__ as VERSION
 from invkit.analysis_render import format_value, markdown_table
-from invkit.errors import InvkitError, unwritable_output
-from invkit.paths import TEMPORARY_SUFFIX, check_writable, replacing
+from invkit.errors import InvkitError, InvkitWarning, unwritable_output
+from invkit.markup import code, fenced, md
+from invkit.paths import TEMPORARY_SUFFIX, check_writable, refuse_links, replacing
 from invkit.report_formats import report_html, summary_latex
-from invkit.store import STORE_NAME, Store
+from invkit.store import STORE_NAME, Store, store_files
 
 RESULT_COLUMNS = [
     "model",
@@ -135,6 +138,17 @@ def _analysis_json(label: str, result: Any) -> Any:
     return value
 
 
+@contextmanager
+def _names_as_text() -> Iterator[None]:
+    """Figures drawn with matplotlib's mathtext off, so that a model named ``$\\foo$`` is
+    drawn as its text and not parsed (and failed) as TeX; a figure that wants mathtext sets
+    ``parse_math=True`` on its own text."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
+
+
 @dataclass
 class Rendered:
     """What one analysis contributes to the report, as plain data (so it can be cached)."""
@@ -148,54 +162,113 @@ def render_analysis(label: str, component: str, result: Any, plots_dir: Path) ->
     """A result rendered by what it offers: JSON, Markdown, summary, tables, saved figures."""
     as_json = _analysis_json(label, result)
     to_markdown = getattr(result, "to_markdown", None)
-    text = to_markdown() if to_markdown is not None else f"```text\n{result}\n```"
+    text = to_markdown() if to_markdown is not None else fenced(str(result))
     summary = getattr(result, "summary", None)
     section = Section(label, component, text, summary=summary() if summary else None)
-    for title, figure in getattr(result, "figures", list)():
-        file_name = plot_name(f"{label}-{title}")
-        _save_figure(figure, plots_dir / file_name)
-        section.plots.append((title, f"plots/{file_name}"))
+    with _names_as_text():
+        for title, figure in getattr(result, "figures", list)():
+            file_name = plot_name(f"{label}-{title}")
+            _save_figure(figure, plots_dir / file_name)
+            section.plots.append((title, f"plots/{file_name}"))
     return Rendered(section, dict(getattr(result, "tables", dict)()), as_json)
 
 
 class ReportCache:
     """What each analysis rendered, keyed by everything it depends on (its component, plugin
     version and parameters, and the rows it read): ``invkit report`` re-runs an analysis, its
-    bootstraps and its figures only when one of them changed, or a figure file is gone."""
+    bootstraps and its figures only when one of them changed, or a figure file is gone.
+
+    Each entry carries a SHA-256 of its key and content, verified before it is used: an entry
+    edited by hand, or of a shape this version does not write, is recomputed (with a warning),
+    never shown; so is a file that is not JSON at all."""
 
     NAME = ".invkit-report-cache.json"
 
     def __init__(self, out_dir: Path):
         self.path = out_dir / self.NAME
-        try:
-            self.entries = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.entries = {}
+        self.entries: dict[str, Any] = {}
         self.kept: dict[str, Any] = {}
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError) as error:
+            self._warn(f"cannot be read ({error})")
+            return
+        try:
+            entries = json.loads(text)
+        except ValueError:
+            entries = None
+        if not isinstance(entries, dict):
+            self._warn("is not a JSON object of entries")
+            return
+        self.entries = entries
+
+    def _warn(self, problem: str) -> None:
+        warnings.warn(
+            f"the report cache {str(self.path)!r} {problem}; the analyses it held are run "
+            "again and the cache rewritten",
+            ReportCacheWarning,
+            stacklevel=3,
+        )
+
+    @staticmethod
+    def _checksum(key: str, content: Any) -> str:
+        from invkit.fingerprint import digest
+
+        return digest([key, content])
 
     def get(self, label: str, key: str, out_dir: Path) -> Rendered | None:
         entry = self.entries.get(label)
-        if not entry or entry.get("key") != key:
+        if entry is None:
             return None
-        section = Section(
-            **{**entry["section"], "plots": [tuple(p) for p in entry["section"]["plots"]]}
-        )
+        try:
+            if entry["key"] != key:
+                return None
+            if entry["checksum"] != self._checksum(key, entry["content"]):
+                raise ValueError("checksum")
+            content = entry["content"]
+            raw_section = content["section"]
+            section = Section(
+                label=str(raw_section["label"]),
+                component=str(raw_section["component"]),
+                markdown=str(raw_section["markdown"]),
+                plots=[(str(title), str(path)) for title, path in raw_section["plots"]],
+                summary=None if raw_section["summary"] is None else str(raw_section["summary"]),
+            )
+            tables = {
+                str(name): (list(columns), [dict(row) for row in rows])
+                for name, (columns, rows) in content["tables"].items()
+            }
+            as_json = content["as_json"]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self._warn(f"holds an entry for {label!r} that fails its check")
+            return None
         files = [out_dir / path for _, path in section.plots]
         if not all(f.is_file() and f.with_suffix(".pdf").is_file() for f in files):
             return None
-        tables = {name: (columns, rows) for name, (columns, rows) in entry["tables"].items()}
-        return Rendered(section, tables, entry["as_json"])
+        return Rendered(section, tables, as_json)
 
     def put(self, label: str, key: str, rendered: Rendered) -> None:
-        self.kept[label] = {
-            "key": key,
+        content = {
             "section": asdict(rendered.section),
             "tables": rendered.tables,
             "as_json": rendered.as_json,
         }
+        # as stored: the checksum is over the JSON form the next run reads back
+        content = json.loads(json.dumps(content, default=str))
+        self.kept[label] = {
+            "key": key,
+            "content": content,
+            "checksum": self._checksum(key, content),
+        }
 
     def save(self) -> None:
         _write_text(self.path, json.dumps(self.kept, default=str))  # NaN allowed: ours alone
+
+
+class ReportCacheWarning(InvkitWarning):
+    """The report cache was unreadable or held an entry that failed its check."""
 
 
 def render_analyses(
@@ -203,14 +276,18 @@ def render_analyses(
     entries: Mapping[str, Mapping[str, Any]],
     rows: list[dict[str, Any]],
     out_dir: Path,
-) -> tuple[list[Section], dict[str, tuple[list[str], list[dict[str, Any]]]], dict[str, Any]]:
-    """Report sections, merged CSV tables and analyses.json content, each analysis run (or
-    taken from the cache when nothing it depends on changed) and rendered by what it offers."""
+) -> tuple[
+    list[Section], dict[str, tuple[list[str], list[dict[str, Any]]]], dict[str, Any], set[str]
+]:
+    """Report sections, merged CSV tables, analyses.json content and the plots written now,
+    each analysis run (or taken from the cache when nothing it depends on changed) and
+    rendered by what it offers."""
     from invkit.api import component_version
     from invkit.fingerprint import digest
 
     cache = ReportCache(out_dir)
     sections, tables, as_json = [], {}, {}
+    written: set[str] = set()  # PNG plots rendered by this run (not taken from the cache)
     rows_digest = digest(rows)
     for label, analysis in analyses.items():
         entry = entries.get(label, {"component": label, "params": {}})
@@ -219,10 +296,11 @@ def render_analyses(
             version = component_version("analysis", component)
         except InvkitError:  # an analysis handed in directly, not by name
             version = repr(analysis)
-        key = digest([VERSION, version, entry.get("params", {}), rows_digest])
+        key = digest([VERSION, component, version, entry.get("params", {}), rows_digest])
         rendered = cache.get(label, key, out_dir)
         if rendered is None:
             rendered = render_analysis(label, component, analysis(rows), out_dir / "plots")
+            written.update(Path(path).name for _, path in rendered.section.plots)
         cache.put(label, key, rendered)
         as_json[label] = rendered.as_json
         for name, (columns, table_rows) in rendered.tables.items():
@@ -231,7 +309,7 @@ def render_analyses(
             merged_rows += [{"analysis": label, **row} for row in table_rows]
         sections.append(rendered.section)
     cache.save()
-    return sections, tables, as_json
+    return sections, tables, as_json, written
 
 
 def markdown_report(
@@ -261,7 +339,8 @@ def markdown_report(
         figures = [(s, title, path) for s in summaries for title, path in s.plots]
         lines += [_figure_line(s, title, path) for s, title, path in figures]
     for section in sections:
-        lines += ["", f"## Analysis `{section.label}` ({section.component})", "", section.markdown]
+        heading = f"## Analysis {code(section.label)} ({md(section.component)})"
+        lines += ["", heading, "", section.markdown]
         if not section.summary:
             lines += [_figure_line(section, title, path) for title, path in section.plots]
     lines += ["", "## Results per test set", "", _results_note(table)]
@@ -270,13 +349,13 @@ def markdown_report(
     if skipped:
         lines += ["", "## Skipped images", ""]
         for (model, dataset), errors in skipped.items():
-            lines.append(f"- {model} × {dataset}: {len(errors)} unreadable image(s)")
-            lines += [f"  - {error}" for error in errors[:SKIPPED_SHOWN]]
+            lines.append(f"- {md(model)} × {md(dataset)}: {len(errors)} unreadable image(s)")
+            lines += [f"  - {md(error)}" for error in errors[:SKIPPED_SHOWN]]
             if len(errors) > SKIPPED_SHOWN:
                 lines.append(f"  - … and {len(errors) - SKIPPED_SHOWN} more (`bad_images` table)")
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"- {f['model']} × {f['dataset']}: {f['error']}" for f in failures]
+        lines += [f"- {md(f['model'])} × {md(f['dataset'])}: {md(f['error'])}" for f in failures]
     return "\n".join(lines) + "\n"
 
 
@@ -303,10 +382,10 @@ def _models_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     header = ["model", "spec", "input", "interpolation", "crop", "mean", "std", "outputs"]
     table = [
         [
-            row["model"],
-            f"`{row['spec']}`",
+            md(row["model"]),
+            code(row["spec"]),
             "×".join(map(str, row["input_size"])),
-            row["interpolation"],
+            md(row["interpolation"]),
             f"{row['crop_pct']:g}",
             ", ".join(f"{v:.4g}" for v in row["mean"]),
             ", ".join(f"{v:.4g}" for v in row["std"]),
@@ -324,12 +403,12 @@ TABLE_CELLS = 7  # transform × measure columns per table, beside model, accurac
 
 def _figure_line(section: Section, title: str, path: str) -> str:
     pdf = str(Path(path).with_suffix(".pdf"))
-    return f"\n![{section.label} {title}]({path})\n[{title} as PDF]({pdf})"
+    return f"\n![{md(section.label)} {md(title)}]({path})\n[{md(title)} as PDF]({pdf})"
 
 
 def _results_note(table: list[dict[str, Any]]) -> str:
     directions = {r["measure"]: r["higher_is_invariant"] for r in table}
-    marked = [f"{m} {'↑' if d else '↓'}" for m, d in directions.items() if d is not None]
+    marked = [f"{md(m)} {'↑' if d else '↓'}" for m, d in directions.items() if d is not None]
     return "Each cell: the measure averaged over the test set's images" + (
         f" ({', '.join(marked)}: ↑ higher, ↓ lower = more invariant)." if marked else "."
     )
@@ -349,15 +428,15 @@ def _dataset_tables(config: Mapping[str, Any], table: list[dict[str, Any]]) -> l
         present = {model: cells for model, cells in present.items() if cells}
         if not present:
             continue
-        lines += ["", f"### {dataset}"]
+        lines += ["", f"### {md(dataset)}"]
         for start in range(0, len(pairs), TABLE_CELLS):
             chosen = pairs[start : start + TABLE_CELLS]
-            header = ["model", "accuracy", "classes", *(f"{t} {m}" for t, m in chosen)]
+            header = ["model", "accuracy", "classes", *(md(f"{t} {m}") for t, m in chosen)]
             rows = [
                 [
-                    model,
+                    md(model),
                     format_value(cells[0]["accuracy"]),
-                    cells[0]["matching"],
+                    md(cells[0]["matching"]),
                     *(
                         format_value((by_key.get((model, dataset, t, m)) or {}).get("value"))
                         for t, m in chosen
@@ -369,15 +448,70 @@ def _dataset_tables(config: Mapping[str, Any], table: list[dict[str, Any]]) -> l
     return lines
 
 
+REPORT_FILES_KEY = "report_files"  # store meta: the plots this report wrote, with their hashes
+OWN_TEMPORARY = re.compile(rf"\.[A-Za-z0-9_-]+\.(png|pdf)\.\d+{re.escape(TEMPORARY_SUFFIX)}")
+
+
+def output_names() -> list[str]:
+    """What invkit writes in or through in an output folder, besides the report's files it
+    replaces whole: the store's files, the lock, the write probe, ``plots/``. None of them
+    may be a symbolic link."""
+    from invkit.lock import LOCK_NAME
+    from invkit.paths import PROBE_NAME
+
+    return [*store_files(), LOCK_NAME, PROBE_NAME, "plots"]
+
+
+def _is_own(path: Path, recorded: str) -> bool:
+    """``path`` is a regular file (not a link) whose bytes are the ones invkit recorded."""
+    from invkit.checkpoints import file_sha256
+
+    return path.is_file() and not path.is_symlink() and file_sha256(path) == recorded
+
+
+def remove_report_plots(out_dir: Path, store: Store, keep: set[str] = frozenset()) -> None:
+    """Remove the plots an earlier report recorded writing, except ``keep``, and the temporary
+    files a killed report left. A file whose bytes changed since (the user's now), a link,
+    or anything invkit did not write, stays."""
+    plots_dir = out_dir / "plots"
+    recorded = json.loads(store.get_meta(REPORT_FILES_KEY) or "{}")
+    for name, sha in recorded.items():
+        path = plots_dir / Path(name).name
+        if name not in keep and _is_own(path, sha):
+            path.unlink()
+    if plots_dir.is_dir() and not plots_dir.is_symlink():
+        for old in plots_dir.iterdir():
+            if OWN_TEMPORARY.fullmatch(old.name) and old.is_file() and not old.is_symlink():
+                old.unlink(missing_ok=True)
+
+
+def _record_plots(store: Store, plots_dir: Path, linked: set[str], written: set[str]) -> None:
+    """Record the linked plots as invkit's: those written now with their hashes now, those
+    reused from an earlier report with the hash recorded when invkit wrote them (a plot the
+    user edited since is not taken for invkit's). A linked plot never recorded (a folder from
+    before invkit kept this record) is not recorded now either."""
+    from invkit.checkpoints import file_sha256
+
+    recorded = json.loads(store.get_meta(REPORT_FILES_KEY) or "{}")
+    hashes = {
+        name: file_sha256(plots_dir / name) if name in written else recorded[name]
+        for name in linked
+        if name in written or name in recorded
+    }
+    store.set_meta(REPORT_FILES_KEY, json.dumps(hashes, sort_keys=True))
+
+
 def write_report(
     out_dir: Path, store: Store, config: Mapping[str, Any], analyses: Mapping[str, Any]
 ) -> dict[str, Path]:
     """Write every output file from the store; returns their paths by name.
 
     Each file is written under a temporary name and renamed into place, report.md last, and
-    plots no longer linked are removed only after it: a report killed or failed half-way
-    leaves the previous one whole, every link of it resolving.
+    plots no longer linked are removed only after it, and only those an earlier report
+    recorded writing: a report killed or failed half-way leaves the previous one whole, every
+    link of it resolving, and a file the user put in plots/ is never removed.
     """
+    refuse_links(out_dir, output_names())
     table = results_table(store, config)
     rows = analysis_rows(table, config)
     plots_dir = out_dir / "plots"
@@ -386,7 +520,7 @@ def write_report(
     except OSError as error:
         raise unwritable_output(plots_dir, error) from None
     entries = {a["name"]: a for a in config["analyses"]}
-    sections, tables, as_json = render_analyses(analyses, entries, rows, out_dir)
+    sections, tables, as_json, written = render_analyses(analyses, entries, rows, out_dir)
     paths = {"results": out_dir / "results.csv"}
     _write_csv(paths["results"], RESULT_COLUMNS, table)
     for name, (columns, table_rows) in tables.items():
@@ -411,32 +545,37 @@ def write_report(
     _write_text(paths["report"], text)  # last: a report.md always comes with its other files
     linked = {Path(path).name for section in sections for _, path in section.plots}
     linked |= {str(Path(name).with_suffix(".pdf")) for name in linked}
-    for old in plots_dir.iterdir():
-        stale = old.suffix in (".png", ".pdf") or TEMPORARY_SUFFIX in old.name
-        if old.name not in linked and stale:
-            old.unlink(missing_ok=True)
+    written |= {str(Path(name).with_suffix(".pdf")) for name in written}
+    remove_report_plots(out_dir, store, keep=linked)
+    _record_plots(store, plots_dir, linked, written)
     return paths
 
 
+REPORT_LOCK_WAIT = 120  # seconds ``invkit report`` waits for another report (or study) to end
+
+
 def rerender(out_dir: str | Path) -> dict[str, Path]:
-    """``invkit report DIR``: re-run the stored study's analyses and rewrite its report."""
+    """``invkit report DIR``: re-run the stored study's analyses and rewrite its report, under
+    the folder's lock (a study or another report writing there is waited for, then named)."""
     from invkit.api import get_analysis
-    from invkit.errors import InvkitError
+    from invkit.lock import exclusive
 
     out_dir = Path(out_dir)
+    refuse_links(out_dir, output_names())
     if not (out_dir / STORE_NAME).is_file():
         raise InvkitError(
             f"{str(out_dir)!r} holds no {STORE_NAME}; run `invkit study` into it first"
         )
-    check_writable(out_dir)
-    store = Store(out_dir / STORE_NAME)
-    try:
-        config = store.config()
-        if config is None:
-            raise InvkitError(f"{out_dir / STORE_NAME} holds no study configuration")
-        analyses = {
-            a["name"]: get_analysis(a["component"], **a["params"]) for a in config["analyses"]
-        }
-        return write_report(out_dir, store, config, analyses)
-    finally:
-        store.close()
+    with exclusive(out_dir, what="invkit report", wait=REPORT_LOCK_WAIT):
+        check_writable(out_dir)
+        store = Store(out_dir / STORE_NAME)
+        try:
+            config = store.config()
+            if config is None:
+                raise InvkitError(f"{out_dir / STORE_NAME} holds no study configuration")
+            analyses = {
+                a["name"]: get_analysis(a["component"], **a["params"]) for a in config["analyses"]
+            }
+            return write_report(out_dir, store, config, analyses)
+        finally:
+            store.close()

@@ -13,6 +13,8 @@ import html
 import re
 from pathlib import Path
 
+from invkit.markup import unmarked
+
 SORTING = """
 document.querySelectorAll("table").forEach(table => {
   table.querySelectorAll("th").forEach((th, column) => {
@@ -44,22 +46,63 @@ pre { padding: 0.6em; overflow-x: auto; }
 """
 
 
-def _embedded(out_dir: Path, match: re.Match[str]) -> str:
-    """An ``<img>`` whose PNG file is put inside the page, so report.html stands alone."""
-    source = html.unescape(match.group(2))
-    path = out_dir / source
-    if not path.is_file() or path.suffix != ".png":
-        return match.group(0)
+PLOT_SOURCE = re.compile(r"plots/[A-Za-z0-9_-]+-[0-9a-f]{8}\.png")  # report.plot_name's names
+IMAGE = re.compile(r"<img\b[^>]*>")
+ATTRIBUTE = re.compile(r'\b(src|alt)="([^"]*)"')
+
+
+def _plot_file(out_dir: Path, source: str) -> Path | None:
+    """The study's own plot that ``source`` names: a regular file in ``plots/`` with a name
+    invkit gives plots, reached through no symbolic link; ``None`` for anything else."""
+    if not PLOT_SOURCE.fullmatch(source):
+        return None
+    folder, path = out_dir / "plots", out_dir / source
+    if folder.is_symlink() or not path.is_file() or path.is_symlink():
+        return None
+    return path
+
+
+def _embedded(out_dir: Path, tag: str) -> str:
+    """An ``<img>`` of the study's own plots with the PNG inside the page, so report.html
+    stands alone; any other image becomes its alt text: the page loads nothing from outside."""
+    attributes = {name: value for name, value in ATTRIBUTE.findall(tag)}
+    path = _plot_file(out_dir, html.unescape(attributes.get("src", "")))
+    if path is None:
+        return attributes.get("alt", "")  # already escaped by the sanitiser
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'{match.group(1)}"data:image/png;base64,{data}"'
+    alt = attributes.get("alt", "")
+    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+
+
+ALLOWED_TAGS = {
+    "a", "blockquote", "br", "code", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "img",
+    "li", "ol", "p", "pre", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {"a": {"href"}, "img": {"src", "alt"}, "td": {"align"}, "th": {"align"}}
+
+
+def sanitised(body: str) -> str:
+    """HTML made from Markdown, cleaned by nh3 (ammonia): the tags and attributes Markdown
+    makes, links to http(s) and relative addresses only; no script, style, event handler or
+    ``javascript:`` address survives, whatever the Markdown held."""
+    import nh3
+
+    return nh3.clean(
+        body,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https"},
+        strip_comments=True,
+    )
 
 
 def report_html(markdown_text: str, out_dir: Path) -> str:
-    """report.md as one HTML page: figures embedded, tables sortable by a click on a header."""
+    """report.md as one HTML page: sanitised, figures embedded from the study's own plots/,
+    tables sortable by a click on a header (the page's only script, invkit's own)."""
     import markdown
 
-    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
-    body = re.sub(r'(<img [^>]*src=)"([^"]+)"', lambda m: _embedded(out_dir, m), body)
+    body = sanitised(markdown.markdown(markdown_text, extensions=["tables", "fenced_code"]))
+    body = IMAGE.sub(lambda m: _embedded(out_dir, m.group(0)), body)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>invkit study report</title><style>{STYLE}</style></head>\n"
@@ -88,7 +131,7 @@ LATEX = {
 
 
 def _latex_text(text: str) -> str:
-    text = re.sub(r"`([^`]*)`", r"\1", text)
+    text = unmarked(re.sub(r"`([^`]*)`", r"\1", text))
     return "".join(LATEX.get(character, character) for character in text)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from invkit.errors import InvkitError, StorageError
+from invkit.paths import refuse_links
 from invkit.plugin.passes import Cell
 
 STORE_NAME = "results.sqlite"
@@ -69,6 +70,11 @@ CREATE TABLE IF NOT EXISTS failures (
 CELL_COLUMNS = [f.name for f in fields(Cell)]
 
 
+def store_files(name: str = STORE_NAME) -> tuple[str, str, str]:
+    """The store's file and SQLite's two beside it (write-ahead log, shared memory)."""
+    return (name, f"{name}-wal", f"{name}-shm")
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -93,6 +99,7 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        refuse_links(self.path.parent, store_files(self.path.name))
         try:
             self.connection = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
             problems = [row[0] for row in self.connection.execute("PRAGMA quick_check")]

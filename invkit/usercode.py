@@ -9,10 +9,12 @@ function (``from os import system`` in a user's module) is refused before it is 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,15 +36,74 @@ def split_python_spec(rest: str) -> tuple[str, str]:
 
 INVKIT_MODEL_MODULES = ("invkit.demo.models",)  # invkit's own model code: the demo's population
 
+# Libraries whose loaders read pickles or run code, whether or not invkit depends on them.
+DESERIALISERS = ("cloudpickle", "dill", "joblib", "jsonpickle", "pandas", "yaml", "onnx")
+# What to write instead of a dependency's own loader, by its top-level module.
+INSTEAD = {
+    "timm": 'spec = "timm:NAME" (weights = "file.safetensors" for local weights)',
+    "torchvision": 'spec = "torchvision:NAME" (weights_file = "state_dict.pt" for local weights)',
+    "torch": 'spec = "torchscript:model.pt" for a TorchScript file, or your own python: factory '
+    'with checkpoint = "weights.safetensors" (torch.load and torch.hub run pickles and code)',
+}
+DEFAULT_INSTEAD = (
+    'your own python: factory (a .py file or your package) with checkpoint = "weights.safetensors"'
+    "; checkpoints load as tensors only, unless --trust-checkpoints"
+)
+
+
+def _top_level_modules(distribution: str, tops: dict[str, list[str]]) -> set[str]:
+    """The import names a distribution provides (``scikit-learn`` → ``sklearn``)."""
+    key = distribution.lower().replace("_", "-")
+    return {
+        top for top, owners in tops.items() if key in (o.lower().replace("_", "-") for o in owners)
+    }
+
+
+@functools.cache
+def dependency_modules() -> frozenset[str]:
+    """The top-level modules of invkit's installed dependencies, direct and indirect (with every
+    extra), and of the known deserialisers: none of them is a model's code, and many have
+    loaders that run pickles (``torch.load``, ``numpy.load``) or code (``torch.hub.load``)."""
+    tops = importlib.metadata.packages_distributions()
+    seen: set[str] = set()
+    pending = ["invkit"]
+    while pending:
+        name = pending.pop()
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for requirement in requires:
+            match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+            if match and match.group(0).lower() not in seen:
+                seen.add(match.group(0).lower())
+                pending.append(match.group(0))
+    modules = set(DESERIALISERS) | set(INSTEAD) | {"numpy", "safetensors", "kornia", "PIL"}
+    for distribution in seen:
+        modules |= _top_level_modules(distribution, tops)
+    return frozenset(modules)
+
+
+LAYER_MODULES = ("torch.nn",)  # layer classes (python:torch.nn:Identity): classes only, no loader
+
+
+def _is_layer_module(module_name: str) -> bool:
+    return any(module_name == m or module_name.startswith(f"{m}.") for m in LAYER_MODULES)
+
 
 def _forbidden_reason(module_name: str) -> str | None:
-    if module_name in INVKIT_MODEL_MODULES:
+    if module_name in INVKIT_MODEL_MODULES or _is_layer_module(module_name):
         return None
     top = module_name.split(".")[0]
     if top in sys.stdlib_module_names or top == "__main__":
-        return "is Python's standard library"
+        return "is Python's standard library, not a model's code"
     if top == "invkit":
-        return "is invkit itself"
+        return "is invkit itself, not a model's code"
+    if top in dependency_modules():
+        return (
+            "is a library that invkit or a loader depends on, not a model's code; instead use "
+            + INSTEAD.get(top, DEFAULT_INSTEAD)
+        )
     return None
 
 
@@ -54,8 +115,8 @@ def check_python_spec(rest: str) -> None:
     reason = _forbidden_reason(module_name)
     if reason is not None:
         raise InvkitError(
-            f"python:{rest} is refused: {module_name!r} {reason}, not a model's code. A python: "
-            f"spec names your own model factory: {USAGE} (docs/reliability.md)"
+            f"python:{rest} is refused: {module_name!r} {reason}. A python: spec names your own "
+            f"model factory: {USAGE} (docs/reliability.md)"
         )
 
 
@@ -101,6 +162,11 @@ def import_factory(rest: str) -> Any:
         raise InvkitError(f"module {module_name!r} has no callable {factory_name!r}")
     if _is_module_class(factory):
         return factory
+    if _is_layer_module(module_name):
+        raise InvkitError(
+            f"python:{rest} is refused: from {module_name!r} only a torch.nn.Module class (a "
+            f"layer such as python:torch.nn:Identity) is accepted; {factory_name!r} is not one"
+        )
     if not inspect.isfunction(factory):
         raise InvkitError(
             f"python:{rest} names a {type(factory).__name__}, not a function or a "
@@ -111,8 +177,8 @@ def import_factory(rest: str) -> Any:
     reason = None if defined_in_file else _forbidden_reason(home)
     if reason is not None:
         raise InvkitError(
-            f"python:{rest} is refused: {factory_name!r} comes from {home!r}, which {reason}, "
-            f"not a model's code; name a factory defined in your own file or package ({USAGE})"
+            f"python:{rest} is refused: {factory_name!r} comes from {home!r}, which {reason}; "
+            f"name a factory defined in your own file or package ({USAGE})"
         )
     return factory
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import invkit
@@ -77,7 +76,9 @@ def test_a_factory_re_exported_from_system_code_is_refused_before_the_call(tmp_p
     with pytest.raises(invkit.InvkitError, match="names a builtin_function_or_method"):
         invkit.load_model(f"python:{sneaky}:system", kwargs={"command": f"id > {marker}"})
     assert not marker.exists()
-    assert invkit.load_model("python:torch.nn:Identity").module is not None  # a Module class
+    assert invkit.load_model("python:torch.nn:Identity").module is not None  # a layer class
+    with pytest.raises(invkit.InvkitError, match="only a torch.nn.Module class"):
+        invkit.load_model("python:torch.nn.functional:relu")  # torch.nn, but not a class
     assert callable(import_factory("invkit.demo.models:build"))  # the demo's own model code
     with pytest.raises(invkit.InvkitError, match="'invkit.demo' is invkit itself"):
         import_factory("invkit.demo:demo_config")
@@ -110,8 +111,11 @@ def test_module_specs_fingerprint_their_source_and_distribution(tmp_path, monkey
     (package / "nets.py").write_text("def build():\n    return 1\n")
     after = python_spec_fingerprint("mymodels.nets:build")
     assert before["source"] != after["source"]
-    torch_print = python_spec_fingerprint("torch.nn:Identity")
-    assert f"torch=={torch.__version__.split('+')[0]}" in " ".join(torch_print["distribution"])
+    info = tmp_path / "mymodels-1.2.3.dist-info"  # as pip installs the user's own package
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mymodels\nVersion: 1.2.3\n")
+    (info / "top_level.txt").write_text("mymodels\n")
+    assert python_spec_fingerprint("mymodels.nets:build")["distribution"] == ["mymodels==1.2.3"]
 
 
 # -- a store that knows it is whole ---------------------------------------------------------

@@ -14,7 +14,8 @@ from typing import Any
 
 from invkit.classes import plan_labels
 from invkit.config import StudyConfig
-from invkit.errors import listing
+from invkit.data import read_pixels
+from invkit.errors import described, listing
 from invkit.plugin.passes import Resolved
 from invkit.run.passes import input_key, load_dataset_for, load_model_for, module_bytes
 from invkit.run.plan import Problems, StudyPlan
@@ -31,16 +32,17 @@ class CheckReport:
     code: list[str] = field(default_factory=list)
 
 
-def _unreadable(data: Any, progress: bool, label: str) -> list[str]:
+def _unreadable(data: Any, progress: bool, label: str, channels: int) -> list[str]:
+    """Every image a pass would refuse, decoded as the pass decodes it."""
     from tqdm.auto import tqdm
 
     bad = []
     describe = getattr(data, "describe", lambda i: f"image {i}")
     for index in tqdm(range(len(data)), desc=label, unit="img", disable=None if progress else True):
         try:
-            data[index]
+            read_pixels(data, index, channels, describe(index))
         except Exception as error:  # any decoder's error: the point is to list them all
-            bad.append(f"{describe(index)} ({type(error).__name__})")
+            bad.append(f"{describe(index)} ({described(error)})")
     return bad
 
 
@@ -92,10 +94,14 @@ def check_study(
     problems = Problems()
     plan = StudyPlan(config, problems)
     pairs = [(model, dataset) for model in plan.models for dataset in plan.datasets]
-    datasets = check_loading(plan, pairs, problems, echo)
+    inputs: dict[str, ModelInput] = {}
+    datasets = check_loading(plan, pairs, problems, echo, inputs)
     if images:
+        channels = {model.key[0][0] for model in inputs.values()} or {3}
         for dataset, data in datasets:
-            bad = _unreadable(data, progress, dataset.name)
+            bad = []
+            for count in sorted(channels):  # each channel count the models take
+                bad += [b for b in _unreadable(data, progress, dataset.name, count) if b not in bad]
             if bad:
                 problems.lines.append(
                     f"dataset {dataset.name!r}: {len(bad)} unreadable image(s): {listing(bad)} "

@@ -24,7 +24,7 @@ from invkit.api import (
     get_transform,
     split_spec,
 )
-from invkit.classes import check_class_map
+from invkit.classes import SUBSET_KEYWORDS, check_class_map, subset_lines
 from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
 from invkit.data import PIPELINE_VERSION
 from invkit.engine import autocast_enabled, resolve_device
@@ -152,6 +152,7 @@ class StudyPlan:
             if resolve_spec is resolve_path and not Path(rest).exists():  # the spec is a path
                 missing = f"{scheme}:{rest} names a path that does not exist"
                 raise _context(where, InvkitError(missing + RELATIVE))
+        by_content = isinstance(entry, DatasetEntry) and entry.verify == "content"
         params = dict(entry.params)
         files = {}
         for param in component.params:
@@ -160,7 +161,7 @@ class StudyPlan:
                 if not Path(params[param.name]).exists():
                     missing = f"params.{param.name}: {params[param.name]!r} does not exist"
                     raise _context(where, InvkitError(missing + RELATIVE))
-                files[param.name] = path_digest(params[param.name])
+                files[param.name] = path_digest(params[param.name], by_content)
         try:
             component.check(params)
         except InvkitError as error:
@@ -170,7 +171,7 @@ class StudyPlan:
             "spec": f"{scheme}:{rest}",
             "params": params,
             "files": files,
-            "spec_code": self._spec_fingerprint(component, rest, where),
+            "spec_code": self._spec_fingerprint(component, rest, where, by_content),
             "loader": self.component_version(kind, scheme),
         }
         if isinstance(entry, ModelEntry):
@@ -185,15 +186,17 @@ class StudyPlan:
         base = self.config.base_dir
         for name in ("class_map", "class_subset"):
             value = getattr(entry, name)
-            if value is not None and (name == "class_map" or Path(base, value).is_file()):
-                value = resolve_path(value, base)
+            if value is not None and not (name == "class_subset" and value in SUBSET_KEYWORDS):
+                value = resolve_path(value, base)  # a file: its bytes are in the fingerprint
                 entry = dataclasses.replace(entry, **{name: value})
                 content[f"{name}_file"] = path_digest(value)
-        if entry.class_map is not None:
-            try:
+        try:
+            if entry.class_map is not None:
                 check_class_map(Path(entry.class_map))
-            except InvkitError as error:
-                raise _context(where, error) from None
+            if entry.class_subset is not None and entry.class_subset not in SUBSET_KEYWORDS:
+                subset_lines(Path(entry.class_subset))
+        except InvkitError as error:
+            raise _context(where, InvkitError(f"{error}{RELATIVE}")) from None
         if entry.shift is not None:
             try:
                 get_shift(entry.shift.component, **entry.shift.params)
@@ -211,13 +214,14 @@ class StudyPlan:
         return entry
 
     @staticmethod
-    def _spec_fingerprint(component: Any, rest: str, where: str) -> Any:
-        """What the spec itself names (a file, a module's code), so editing it recomputes."""
+    def _spec_fingerprint(component: Any, rest: str, where: str, by_content: bool) -> Any:
+        """What the spec itself names (a file, a folder's files, a module's code), so editing
+        it recomputes."""
         if not rest:
             return None
         fingerprint = getattr(component.factory, "spec_fingerprint", None)
         if fingerprint is None:
-            return path_digest(rest) if Path(rest).exists() else None
+            return path_digest(rest, by_content) if Path(rest).exists() else None
         try:
             return fingerprint(rest)
         except InvkitError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,11 @@ from invkit import __version__
 from invkit.config import StudyConfig
 from invkit.errors import InvkitError, StorageError, listing, unwritable_output
 from invkit.lock import exclusive
-from invkit.paths import check_writable, resolve_path
+from invkit.paths import check_writable, refuse_links, resolve_path
 from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
 from invkit.run.plan import Problems, StudyPlan
 from invkit.run.sharing import ModelInput, share_decoding
-from invkit.store import STORE_NAME, Store
+from invkit.store import STORE_NAME, Store, store_files
 
 OUTPUT_FILES = (
     "results.csv",
@@ -141,6 +142,9 @@ class Study:
         """Fail now, not after hours of work, if results could not be written (run under the
         directory's lock, so that simultaneous starts see "another study", not each other's
         probe files)."""
+        from invkit.report import output_names
+
+        refuse_links(self.out_dir, output_names())
         check_writable(self.out_dir)
         free_mb = shutil.disk_usage(self.out_dir).free // 2**20
         if free_mb < self.config.run.min_free_mb:
@@ -151,9 +155,22 @@ class Study:
             )
 
     def _clear_outputs(self) -> None:
-        for name in (STORE_NAME, STORE_NAME + "-wal", STORE_NAME + "-shm", *OUTPUT_FILES):
+        """``--fresh``: the store, the report's files, and the plots the store records that
+        invkit wrote (a damaged store records none: its plots are left, and overwritten)."""
+        from invkit.report import remove_report_plots
+
+        path = self.out_dir / STORE_NAME
+        with suppress(InvkitError):
+            store = Store(path) if path.is_file() else None
+            if store is not None:
+                try:
+                    remove_report_plots(self.out_dir, store)
+                finally:
+                    store.close()
+        for name in (*store_files(), *OUTPUT_FILES):
             (self.out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(self.out_dir / "plots", ignore_errors=True)
+        with suppress(OSError):  # only when empty: what is left there is not invkit's
+            (self.out_dir / "plots").rmdir()
 
     def _chosen_passes(self, specs: list[PassSpec]) -> list[PassSpec]:
         models, datasets = self.only
@@ -308,8 +325,22 @@ class Study:
                 message = failure_message(job)
                 store.record_failure(spec.model.name, spec.dataset.name, message, job.traceback)
         store.check_identity()
+        self._note_unlabeled_held_out(store)
         outcome.report = write_report(self.out_dir, store, config, self.plan.analyses)
         return outcome
+
+    def _note_unlabeled_held_out(self, store: Store) -> None:
+        """``held_out`` hides a test set's labels from the analyses: on a set without labels
+        it changes nothing, which the user should know rather than assume otherwise."""
+        cells = store.cells().values()
+        for dataset in (d for d in self.config.datasets if d.held_out):
+            labeled = [c.labeled for c in cells if c.dataset == dataset.name]
+            if labeled and not any(labeled):
+                self.echo(
+                    f"invkit: note: dataset {dataset.name!r} is held_out but has no labels, so "
+                    "held_out changes nothing for it: it is predicted either way, with no true "
+                    "accuracy to check the prediction against"
+                )
 
 
 def run_study(config: StudyConfig, **options: object) -> StudyOutcome:

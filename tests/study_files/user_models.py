@@ -134,3 +134,26 @@ class Logged(nn.Module):
 
 def logged(log: str = "", mode: str = "raise"):
     return Logged(log, mode)
+
+
+def third_linear():
+    """A third seeded linear classifier: three models make a model-centric correlation."""
+    return linear(seed=9)
+
+
+class Raises(nn.Module):
+    """Passes the one-image check, then raises ``message`` on real batches."""
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+        self.body = linear()
+
+    def forward(self, x):
+        if x.shape[0] > 1:
+            raise RuntimeError(self.message)
+        return self.body(x)
+
+
+def raises(message: str = "failed"):
+    return Raises(message)
