@@ -8,9 +8,12 @@ import csv
 import json
 import os
 import pickle
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -128,7 +131,10 @@ def test_a_shift_is_the_same_in_any_batch_size(with_plugin_site, tmp_path, monke
         changed.write_text(changed.read_text().replace("batch_size = 8\n", "", 1))
         Study(load_config(changed), out_dir=tmp_path / f"b{batch_size}", progress=False).run()
         values.append(results(tmp_path / f"b{batch_size}"))
-    assert values[0] == values[1]
+    assert values[0].keys() == values[1].keys()
+    for key, first in values[0].items():  # float32 matmul kernels differ with the batch's size:
+        second = values[1][key]  # the value within their rounding, the rest exactly
+        assert abs(float(first[0]) - float(second[0])) < 1e-7 and first[1:] == second[1:]
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +216,141 @@ def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(invkit.InvkitError, match=r'needs Ray: pip install "invkit\[ray\]"'):
         Study(load_config(config), out_dir=tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+# -- faults under the processes and ray executors ------------------------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(text[text.rindex(")") + 2 :].split()[1])
+    family, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in family and child not in family:
+                family.add(child)
+                grew = True
+    return family - {pid}
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+def killed_driver_leaves_nothing(config: Path, store: Path, env: dict | None = None) -> None:
+    """Start a study, let it store one cell, SIGKILL it: every process it started ends in
+    seconds."""
+    command = [str(Path(sys.executable).with_name("invkit")), "study", str(config), "--no-progress"]
+    driver = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    wait_for_cells(store, 1, driver)
+    started = descendants(driver.pid)
+    assert started  # workers (and for Ray its instance) were running
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + 15
+    while alive(started) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not alive(started), [Path(f"/proc/{p}/cmdline").read_text() for p in alive(started)]
+
+
+def test_a_processes_worker_killed_mid_pass_is_replaced_and_only_its_pass_retried(tmp_path):
+    config = study_with(tmp_path, "linear", datasets=2)
+    log = tmp_path / "attempts.log"
+    add_logged_model(config, "dies_once", log, "die_once")
+    processes = with_run(config, executor="processes", executor_params={"workers": 2})
+    result = run_cli("study", str(processes), "--no-progress", "--out", str(tmp_path / "p"))
+    assert "4 cell(s) computed in 4 pass(es)" in result.stdout
+    assert re.search(r"warning: the worker process running dies_once × d\d died; a new pool "
+                     r"runs it again \(retry 1 of 1\)", result.stderr)  # fmt: skip
+    assert "FAILED" not in result.stderr and "leaked semaphore" not in result.stderr
+    local = Study(load_config(config), out_dir=tmp_path / "local", progress=False).run()
+    assert not local.failures and results(tmp_path / "p") == results(tmp_path / "local")
+
+
+def test_a_killed_processes_driver_takes_its_workers_with_it(tmp_path):
+    config = with_run(
+        study_with(tmp_path, "slow", datasets=3), executor="processes", executor_params={}
+    )
+    killed_driver_leaves_nothing(config, tmp_path / "invkit-results" / "results.sqlite")
+
+
+def test_ctrl_c_under_processes_is_clean(tmp_path):
+    config = with_run(study_with(tmp_path, "slow", datasets=3), executor="processes")
+    store = tmp_path / "invkit-results" / "results.sqlite"
+    command = [str(Path(sys.executable).with_name("invkit")), "study", str(config), "--no-progress"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_cells(store, 1, driver)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "Run the same command again to resume." in stderr
+    assert "leaked semaphore" not in stderr and "Traceback" not in stderr
+
+
+def test_sigterm_ends_a_ray_study_with_143_and_a_resume_line(tmp_path, ray_cluster):
+    config = on_ray(study_with(tmp_path, "slow", datasets=3))
+    store = tmp_path / "invkit-results" / "results.sqlite"
+    command = [str(Path(sys.executable).with_name("invkit")), "study", str(config), "--no-progress"]
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
+    driver = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for_cells(store, 1, driver)
+    driver.send_signal(signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 143, stderr
+    assert "interrupted (SIGTERM)" in stderr and "SIGTERM received" not in stderr
+
+
+def test_a_killed_ray_driver_leaves_no_process_of_its_local_instance(tmp_path):
+    config = on_ray(study_with(tmp_path, "slow", datasets=3))
+    env = {"RAY_ADDRESS": ""}  # a local instance of its own, not the module's cluster
+    killed_driver_leaves_nothing(config, tmp_path / "invkit-results" / "results.sqlite", env)
+
+
+def test_ray_settings_that_could_never_run_are_one_line_each(tmp_path, ray_cluster):
+    config = study_with(tmp_path, "linear")
+    cases = [
+        ({"num_cpus": -1}, {}, "num_cpus must be >= 0; got -1"),
+        ({"num_cpus": 64}, {"RAY_ADDRESS": ray_cluster},
+         "asks for 64 CPU(s), but the largest node of the cluster has 2 CPU(s)"),
+        ({"num_gpus": 1}, {"RAY_ADDRESS": ray_cluster}, "asks for 1 GPU(s)"),
+        ({}, {"RAY_ADDRESS": "127.0.0.1:1"}, "no Ray cluster answers at '127.0.0.1:1'"),
+        ({"address": "ray://127.0.0.1:1"}, {}, "no Ray cluster answers at 'ray://127.0.0.1:1'"),
+    ]  # fmt: skip
+    for params, env, message in cases:
+        started = time.monotonic()
+        result = run_cli("study", str(on_ray(config, **params)), "--no-progress", env=env,
+                         check=False)  # fmt: skip
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and time.monotonic() - started < 60
+    empty = run_cli("study", str(config), "--ray-address", "", check=False)
+    assert empty.returncode == 1 and "address is empty" in empty.stderr
+
+
+def test_a_signal_inside_rays_wait_is_raised_as_itself():
+    """Ray's Cython wait can wrap the signal's exception in a SystemError; the executor
+    raises the signal's own, so the study ends with its exit status and resume line."""
+    from invkit.builtins.ray_executor import _unwrapped
+    from invkit.errors import Interrupted
+
+    stop = Interrupted(signal.SIGINT, "SIGINT")
+    try:
+        try:
+            raise stop
+        except Interrupted:
+            message = "<cyfunction CoreWorker.wait> returned a result with an exception set"
+            raise SystemError(message)  # noqa: B904 (implicit chaining, as from Cython)
+    except SystemError as wrapped:
+        assert _unwrapped(wrapped) is stop
+    other = SystemError("a real bug")
+    assert _unwrapped(other) is other
