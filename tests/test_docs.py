@@ -90,3 +90,13 @@ def test_the_readme_example_runs_from_the_folder_holding_a_clone_named_invkit(tm
     )
     assert result.returncode == 0, result.stderr
     assert "rotation EI of this batch:" in result.stdout
+
+
+def test_every_test_the_docs_cite_exists():
+    """docs name the test that shows each guarantee; each such name is a real test."""
+    tests = "\n".join(p.read_text() for p in (DOCS.parent / "tests").glob("test_*.py"))
+    defined = set(re.findall(r"^def (test_\w+)", tests, flags=re.MULTILINE))
+    cited = {
+        name for doc in DOCS.glob("*.md") for name in re.findall(r"`(test_\w+)`", doc.read_text())
+    }
+    assert len(cited) > 40 and not cited - defined, sorted(cited - defined)
