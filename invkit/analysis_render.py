@@ -63,10 +63,17 @@ PREDICTION_COLUMNS = [
 ]
 
 
+SMALL = 0.01  # below this (and above 0), values are shown with significant digits
+
+
 def format_value(value: Any, digits: int = 4) -> str:
+    """A value for a table: ``digits`` decimals, or, for a small non-zero value (a JS or KL
+    divergence of 2e-05), ``digits - 1`` significant digits, so it never reads ``0.0000``."""
     if value is None:
         return ""
     if isinstance(value, float):
+        if 0 < abs(value) < SMALL:
+            return f"{value:.{digits - 1}g}"
         return f"{value:.{digits}f}"
     return str(value)
 
@@ -187,10 +194,21 @@ def _pair_label(result: AnalysisResult, transform: str, measure: str) -> str:
     return plain(f"{transform} {measure} {mark}".strip())
 
 
-def _fit_segment(group: GroupResult) -> tuple[list[float], list[float]]:
-    """The group's fitted line over the range of its points."""
-    xs = [min(group.x), max(group.x)]
-    return xs, [group.fit["intercept"] + group.fit["slope"] * x for x in xs]
+def _fit_segment(
+    group: GroupResult, limits: tuple[float, float]
+) -> tuple[list[float], list[float]]:
+    """The group's fitted line over the range of its points, cut where it leaves the accuracy
+    axis ``limits`` (so no line runs past accuracy 1 or below 0); empty when it never enters."""
+    intercept, slope = group.fit["intercept"], group.fit["slope"]
+    low, high = min(group.x), max(group.x)
+    if slope:
+        ends = sorted((limit - intercept) / slope for limit in limits)
+        low, high = max(low, ends[0]), min(high, ends[1])
+    elif not limits[0] <= intercept <= limits[1]:
+        return [], []
+    if low > high:
+        return [], []
+    return [low, high], [intercept + slope * low, intercept + slope * high]
 
 
 def _by_pair(groups: list[GroupResult]) -> dict[tuple[str, str], list[GroupResult]]:
@@ -382,7 +400,7 @@ def _draw_group(
         high = [min(max(v, limits[0]), limits[1]) for v in group.band["high"]]
         axes.fill_between(group.band["x"], low, high, color=color, alpha=0.12, linewidth=0)
     if group.fit and group.x:
-        axes.plot(*_fit_segment(group), color=color, linewidth=1.2)
+        axes.plot(*_fit_segment(group, limits), color=color, linewidth=1.2)
 
 
 def _fit_label(group: GroupResult, name: str) -> str:
@@ -463,7 +481,7 @@ def panels_figure(
     for axes, group in zip(panels.flat, shown, strict=False):
         axes.scatter(group.x, group.y, s=14, c=[palette[p] for p in group.points], zorder=3)
         if group.fit:
-            axes.plot(*_fit_segment(group), "k-", lw=1)
+            axes.plot(*_fit_segment(group, limits), "k-", lw=1)
         axes.set_title(_fit_label(group, _other(group)), fontsize=7)
         axes.grid(alpha=0.3)
         axes.tick_params(labelsize=6)

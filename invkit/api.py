@@ -39,6 +39,7 @@ def get_component(kind: str, name: str) -> Component:
             error.suggestions,
             [],
             f"; installed but not loaded: {names}, which may provide it",
+            label=error.label,
         ) from None
 
 

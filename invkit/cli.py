@@ -230,7 +230,7 @@ def uninstall_command(packages: tuple[str, ...]) -> None:
 @click.option("--amp/--no-amp", default=None, help="bfloat16 autocast on CUDA (off by default).")
 @click.option(
     "--executor",
-    help="How passes run: local, processes, or a plugin's (default: the config's [run] "
+    help="How passes run: local, processes, ray, or a plugin's (default: the config's [run] "
     "executor, else local).",
 )
 @click.option(

@@ -37,8 +37,16 @@ class UnknownComponentError(InvkitError, KeyError):
     """A component name that no loaded plugin registered."""
 
     def __init__(
-        self, kind: str, name: str, suggestions: list[str], known: list[str], note: str = ""
+        self,
+        kind: str,
+        name: str,
+        suggestions: list[str],
+        known: list[str],
+        note: str = "",
+        label: str | None = None,
     ):
+        """``label``: how the message names the kind (``model loader`` for a spec's scheme)."""
+        self.label = label = label or kind
         self.kind = kind
         self.name = name
         self.suggestions = suggestions
@@ -48,9 +56,9 @@ class UnknownComponentError(InvkitError, KeyError):
         elif known:
             hint = "known: " + ", ".join(known)
         else:
-            hint = f"no {kind} is registered at all"
+            hint = f"no {label} is registered at all"
         message = (
-            f"unknown {kind} {name!r}: {hint}{note} "
+            f"unknown {label} {name!r}: {hint}{note} "
             f"(`invkit list {plural(kind)}` shows each one with its parameters)"
         )
         super().__init__(message)

@@ -256,7 +256,8 @@ class Registry:
         known = sorted(components)
         by_lower = {k.lower(): k for k in known}  # suggestions ignore case: "EI" → 'ei'
         close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
-        raise UnknownComponentError(kind, name, [by_lower[c] for c in close], known)
+        label = f"{kind} loader" if KINDS[kind].takes_spec else kind  # the scheme of a spec
+        raise UnknownComponentError(kind, name, [by_lower[c] for c in close], known, label=label)
 
     def all(self, kind: str) -> list[Component]:
         return sorted(self._components[kind].values(), key=lambda c: c.name)

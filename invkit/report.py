@@ -453,13 +453,13 @@ OWN_TEMPORARY = re.compile(rf"\.[A-Za-z0-9_-]+\.(png|pdf)\.\d+{re.escape(TEMPORA
 
 
 def output_names() -> list[str]:
-    """What invkit writes in or through in an output folder, besides the report's files it
-    replaces whole: the store's files, the lock, the write probe, ``plots/``. None of them
-    may be a symbolic link."""
+    """What invkit reads, writes in or through in an output folder, besides the report's
+    files it replaces whole: the store's files, the lock, the write probe, the report cache,
+    ``plots/``. None of them may be a symbolic link."""
     from invkit.lock import LOCK_NAME
     from invkit.paths import PROBE_NAME
 
-    return [*store_files(), LOCK_NAME, PROBE_NAME, "plots"]
+    return [*store_files(), LOCK_NAME, PROBE_NAME, ReportCache.NAME, "plots"]
 
 
 def _is_own(path: Path, recorded: str) -> bool:

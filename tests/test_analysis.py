@@ -311,3 +311,24 @@ def test_point_labels_never_overlap_and_accuracy_stays_in_0_1():
     boxes = [text.get_window_extent(renderer) for text in axes.texts]
     assert 4 <= len(boxes) <= 12  # crowded: some left out rather than printed on each other
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_small_values_keep_significant_digits_in_tables():
+    from invkit.analysis_render import format_value
+
+    assert format_value(2.345678e-05) == "2.35e-05"  # a JS divergence, not "0.0000"
+    assert format_value(0.123456) == "0.1235" and format_value(0.0) == "0.0000"
+    assert format_value(-0.004321) == "-0.00432" and format_value(None) == ""
+
+
+def test_fit_lines_stop_at_the_accuracy_axis():
+    from invkit.analysis import GroupResult
+    from invkit.analysis_render import _fit_segment
+
+    group = GroupResult({"dataset": "d"}, ["a", "b", "c"], [0.2, 0.5, 0.9], [0.6, 0.8, 0.99],
+                        fit={"intercept": 0.4, "slope": 0.8})  # fmt: skip
+    xs, ys = _fit_segment(group, (0.5, 1.0))
+    assert xs == [0.2, pytest.approx(0.75)] and ys == [pytest.approx(0.56), pytest.approx(1.0)]
+    inside = _fit_segment(group, (0.0, 2.0))
+    assert inside == ([0.2, 0.9], [pytest.approx(0.56), pytest.approx(1.12)])
+    assert _fit_segment(group, (0.0, 0.3)) == ([], [])  # the line never enters the axis

@@ -52,6 +52,12 @@ def test_unknown_names_suggest_close_ones():
     assert "invkit list transforms" in message
     with pytest.raises(UnknownComponentError, match="known: .*agreement.*cosine.*ei"):
         invkit.get_measure("zzzzzz")
+    with pytest.raises(
+        UnknownComponentError, match="unknown model loader 'tim': did you mean 'timm'"
+    ):
+        invkit.load_model("tim:resnet18")  # a spec's scheme names its loader
+    with pytest.raises(UnknownComponentError, match="unknown dataset loader 'imagefoldr'"):
+        invkit.load_dataset("imagefoldr:/data")
 
 
 def test_unknown_parameters_name_the_closest_one():

@@ -84,8 +84,8 @@ def test_held_out_sets_are_predicted_and_checked_against_their_truth(demo):
 
 
 def test_no_plotted_accuracy_leaves_0_1(demo):
-    """Every figure the demo's analyses draw keeps its accuracy axis, and every band drawn
-    on it, inside [0, 1]."""
+    """Every figure the demo's analyses draw keeps its accuracy axis, and every band and fitted
+    line drawn on it, inside [0, 1]."""
     store = Store(demo / "results.sqlite")
     try:
         config = store.config()
@@ -112,6 +112,9 @@ def test_no_plotted_accuracy_leaves_0_1(demo):
                         continue
                     assert len(ys) == 0 or (ys.min() >= 0 and ys.max() <= 1), title
                     drawn += len(ys)
+                for line in axes.lines:  # fitted lines stop at the axis too
+                    ys = np.asarray(line.get_ydata(), dtype=float)
+                    assert len(ys) == 0 or (ys.min() >= low - 1e-12 and ys.max() <= high + 1e-12)
     assert drawn > 1000
 
 

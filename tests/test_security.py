@@ -207,7 +207,10 @@ def test_a_plots_link_is_refused_and_its_target_untouched(finished, tmp_path):
     assert (elsewhere / "holiday.png").read_bytes() == b"\x89PNG mine"
 
 
-@pytest.mark.parametrize("name", [".invkit.lock", ".invkit-write-test", "results.sqlite-wal"])
+@pytest.mark.parametrize(
+    "name",
+    [".invkit.lock", ".invkit-write-test", "results.sqlite-wal", ".invkit-report-cache.json"],
+)
 def test_links_where_invkit_writes_are_refused(finished, tmp_path, name):
     config, out = copy_of(finished, tmp_path)
     target = tmp_path / "precious.txt"
