@@ -287,17 +287,21 @@ def study_command(
     """
     import dataclasses
 
-    from invkit.config import load_config
     from invkit.run.study import Study
 
     if demo == (config is not None):
         raise click.UsageError("give either a CONFIG file or --demo")
+    found: list[str] = []
     if demo:
         from invkit.demo import demo_config
 
         study_config = demo_config(echo=_to_stderr)
+    elif check_only:  # as invkit check: the entries that are right are still loaded
+        from invkit.config import load_config
+
+        study_config = load_config(config, found)
     else:
-        study_config = load_config(config)
+        study_config = _load(config)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if ray_address is not None:  # "" is refused by the ray executor, never quietly local
         params = {**study_config.run.executor_params, "address": ray_address}
@@ -306,7 +310,7 @@ def study_command(
         study_config, run=dataclasses.replace(study_config.run, **changes)
     )
     if check_only:
-        _check(study_config, images=False, progress=progress)
+        _check(study_config, images=False, progress=progress, found=found)
         return
     study = Study(
         study_config,
@@ -345,11 +349,26 @@ def study_command(
         raise SystemExit(1)
 
 
-def _check(config: Any, images: bool, progress: bool) -> None:
+def _load(path: str) -> Any:
+    """The config at ``path``, or one error listing every problem in it: its keys, types and
+    values, and the names and parameters of its components, all at once."""
+    from invkit.config import load_config
+    from invkit.run.plan import Problems, StudyPlan
+
+    problems: list[str] = []
+    config = load_config(path, problems)
+    if problems:
+        collected = Problems(problems)
+        StudyPlan(config, collected)  # the entries that were right: their names and parameters
+        collected.raise_if_any()
+    return config
+
+
+def _check(config: Any, images: bool, progress: bool, found: list[str] | None = None) -> None:
     from invkit.run.check import check_study
     from invkit.run.plan import Problems
 
-    report = check_study(config, images=images, progress=progress, echo=_to_stderr)
+    report = check_study(config, images=images, progress=progress, echo=_to_stderr, found=found)
     if report.code:
         _to_stderr(f"invkit: the config runs this code: {', '.join(report.code)}")
     Problems(report.problems).raise_if_any()
@@ -373,7 +392,8 @@ def check_command(config: str, images: bool, progress: bool) -> None:
     """
     from invkit.config import load_config
 
-    _check(load_config(config), images=images, progress=progress)
+    found: list[str] = []  # config mistakes; the entries that are right are still loaded
+    _check(load_config(config, found), images=images, progress=progress, found=found)
 
 
 @cli.command("report")

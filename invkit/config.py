@@ -22,7 +22,21 @@ SHIFT_SHORTHAND = ("corruption", "severity")  # corruption = NAME, severity = N:
 
 
 class ConfigError(InvkitError):
-    """A study configuration that cannot be used as written."""
+    """A study configuration that cannot be used as written: one problem, or several (one line
+    each, in ``lines``)."""
+
+    def __init__(self, message: str, lines: list[str] | None = None):
+        super().__init__(message)
+        self.lines = lines or [message]
+
+
+def problems_error(lines: list[str], what: str = "the config") -> ConfigError:
+    """One error for every problem found: the line itself when there is one, else a count
+    and one line each."""
+    if len(lines) == 1:
+        return ConfigError(lines[0])
+    listed = "\n".join(f"  - {line}" for line in lines)
+    return ConfigError(f"{len(lines)} problems in {what}:\n{listed}", lines)
 
 
 @dataclass(frozen=True)
@@ -115,9 +129,19 @@ def _unknown(where: str, key: str, known: list[str]) -> ConfigError:
 
 
 def _check_keys(where: str, table: Mapping[str, Any], known: list[str]) -> None:
-    for key in table:
-        if key not in known:
-            raise _unknown(where, key, known)
+    """Every unknown key of ``table`` (each its own line), before anything else is read."""
+    lines = [str(_unknown(where, key, known)) for key in table if key not in known]
+    if lines:
+        raise problems_error(lines)
+
+
+def _collected(problems: list[str], build: Any, *args: Any) -> Any:
+    """``build(*args)``, or ``None`` with its problems recorded."""
+    try:
+        return build(*args)
+    except ConfigError as error:
+        problems.extend(error.lines)
+        return None
 
 
 def _expect(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
@@ -261,28 +285,34 @@ def _auto_or_count(where: str, value: Any, least: int) -> int | str:
     raise ConfigError(f'{where} must be "auto" or an integer >= {least}; got {value!r}')
 
 
-def _run(raw: Any) -> RunOptions:
-    _expect("'run'", raw, Mapping, "a table: [run]")
-    known = [f.name for f in fields(RunOptions)]
-    _check_keys("run", raw, known)
-    defaults = RunOptions()
-    values = {}
-    for f in fields(RunOptions):
-        if f.name in AUTO_OR_COUNT and f.name in raw:
-            values[f.name] = _auto_or_count(f"run.{f.name}", raw[f.name], AUTO_OR_COUNT[f.name])
-        elif f.name in raw:
-            default = getattr(defaults, f.name)
-            what = "a table" if isinstance(default, dict) else f"a {type(default).__name__}"
-            values[f.name] = _expect(f"run.{f.name}", raw[f.name], type(default), what)
-    options = RunOptions(**values)
-    if not options.out.strip():
+def _run_value(name: str, value: Any) -> Any:
+    """One ``[run]`` value, checked on its own."""
+    if name in AUTO_OR_COUNT:
+        return _auto_or_count(f"run.{name}", value, AUTO_OR_COUNT[name])
+    default = getattr(RunOptions(), name)
+    what = "a table" if isinstance(default, dict) else f"a {type(default).__name__}"
+    value = _expect(f"run.{name}", value, type(default), what)
+    if name == "out" and not value.strip():
         raise ConfigError("run.out must name a folder; got an empty string")
-    if options.batch_size < 1:
-        raise ConfigError(f"run.batch_size must be at least 1; got {options.batch_size}")
-    for name in ("bootstrap", "seed", "max_views_per_forward", "min_free_mb"):
-        if getattr(options, name) < 0:
-            raise ConfigError(f"run.{name} must be >= 0; got {getattr(options, name)}")
-    return options
+    if name == "batch_size" and value < 1:
+        raise ConfigError(f"run.batch_size must be at least 1; got {value}")
+    if name in ("bootstrap", "seed", "max_views_per_forward", "min_free_mb") and value < 0:
+        raise ConfigError(f"run.{name} must be >= 0; got {value}")
+    return value
+
+
+def _run(raw: Any, problems: list[str]) -> RunOptions:
+    """The run options; a bad key or value is recorded and its default kept."""
+    if _collected(problems, _expect, "'run'", raw, Mapping, "a table: [run]") is None:
+        return RunOptions()
+    known = [f.name for f in fields(RunOptions)]
+    _collected(problems, _check_keys, "run", raw, known)
+    values = {}
+    for name in (key for key in raw if key in known):
+        value = _collected(problems, _run_value, name, raw[name])
+        if value is not None:
+            values[name] = value
+    return RunOptions(**values)
 
 
 def _unique(section: str, entries: list[Any]) -> None:
@@ -295,41 +325,49 @@ def _unique(section: str, entries: list[Any]) -> None:
         seen.add(entry.name)
 
 
-def parse_config(data: Mapping[str, Any], base_dir: Path = Path(".")) -> StudyConfig:
-    """Check a config's structure and types; component names are checked by the study."""
-    _check_keys("config", data, list(TOP_LEVEL))
-    models = [_model(i, raw) for i, raw in enumerate(_table_list(data, "models"))]
-    datasets = [_dataset(i, raw) for i, raw in enumerate(_table_list(data, "datasets"))]
-    transforms = [
-        _component("transforms", i, r) for i, r in enumerate(_table_list(data, "transforms"))
-    ]
-    measures = [_component("measures", i, r) for i, r in enumerate(_table_list(data, "measures"))]
-    analyses = [_component("analyses", i, r) for i, r in enumerate(_table_list(data, "analyses"))]
-    for section, entries in [
-        ("models", models),
-        ("datasets", datasets),
-        ("transforms", transforms),
-        ("measures", measures),
-    ]:
-        if not entries:
-            raise ConfigError(
-                f"the config lists no {section}; add at least one (see docs/config.md)"
-            )
-        _unique(section, entries)
-    _unique("analyses", analyses)
-    return StudyConfig(
-        models=tuple(models),
-        datasets=tuple(datasets),
-        transforms=tuple(transforms),
-        measures=tuple(measures),
-        analyses=tuple(analyses),
-        run=_run(data.get("run", {})),
+SECTIONS = {
+    "models": _model,
+    "datasets": _dataset,
+    "transforms": lambda i, raw: _component("transforms", i, raw),
+    "measures": lambda i, raw: _component("measures", i, raw),
+    "analyses": lambda i, raw: _component("analyses", i, raw),
+}
+REQUIRED_SECTIONS = ("models", "datasets", "transforms", "measures")
+
+
+def parse_config(
+    data: Mapping[str, Any], base_dir: Path = Path("."), problems: list[str] | None = None
+) -> StudyConfig:
+    """Check a config's structure and types, and report every problem at once; component
+    names are checked by the study's plan.
+
+    Raises a ``ConfigError`` listing every problem, unless ``problems`` is given: then they are
+    recorded there and the config holds the entries that are right (so that ``invkit check``
+    can still load those models and open those datasets)."""
+    collect = problems is not None
+    problems = problems if problems is not None else []
+    _collected(problems, _check_keys, "config", data, list(TOP_LEVEL))
+    sections: dict[str, list[Any]] = {}
+    for section, build in SECTIONS.items():
+        raw_entries = _collected(problems, _table_list, data, section) or []
+        if not raw_entries and section in REQUIRED_SECTIONS:
+            problems.append(f"the config lists no {section}; add at least one (see docs/config.md)")
+        entries = [_collected(problems, build, i, raw) for i, raw in enumerate(raw_entries)]
+        sections[section] = [entry for entry in entries if entry is not None]
+        _collected(problems, _unique, section, sections[section])
+    config = StudyConfig(
+        **{section: tuple(entries) for section, entries in sections.items()},
+        run=_run(data.get("run", {}), problems),
         base_dir=base_dir,
     )
+    if problems and not collect:
+        raise problems_error(problems)
+    return config
 
 
-def load_config(path: str | Path) -> StudyConfig:
-    """Read and check a TOML study config; relative paths in it are relative to its folder."""
+def load_config(path: str | Path, problems: list[str] | None = None) -> StudyConfig:
+    """Read and check a TOML study config; relative paths in it are relative to its folder.
+    ``problems``: as ``parse_config`` (a file that is not TOML is always raised)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -339,4 +377,4 @@ def load_config(path: str | Path) -> StudyConfig:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text: {error}") from None
-    return parse_config(data, base_dir=path.resolve().parent)
+    return parse_config(data, base_dir=path.resolve().parent, problems=problems)

@@ -22,7 +22,7 @@ def png_folder(root: Path, classes: list[str], per_class: int = 2) -> None:
             Image.fromarray(pixels).save(root / name / f"{i}.png")
 
 
-def test_one_check_reports_five_different_mistakes_in_five_lines(tmp_path):
+def test_one_check_reports_eight_different_mistakes_in_eight_lines(tmp_path):
     model = timm.create_model("resnet18", num_classes=10)
     weights = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(weights, str(tmp_path / "r10.safetensors"))
@@ -31,6 +31,10 @@ def test_one_check_reports_five_different_mistakes_in_five_lines(tmp_path):
         """
 transforms = ["rotation"]
 measures = ["EI"]                               # 1: the measure is called ei
+measure = ["ei"]                                # 6: a typo of a key
+
+[run]
+batchsize = 8                                   # 7: a typo of a key
 
 [[models]]
 name = "forgot-classes"
@@ -54,14 +58,22 @@ spec = "imagefolder:no-such-folder"            # 4: no such folder
 [[datasets]]
 name = "pets"
 spec = "imagefolder:pets"                      # 5: 2 folders, 10 outputs, no names
+
+[[datasets]]
+name = "mapped"
+spec = "imagefolder:pets"
+clas_map = "classes.txt"                       # 8: a typo of a key
 """
     )
     result = run_cli("check", str(tmp_path / "study.toml"), "--no-progress", check=False)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
-    assert len(lines) == 5, result.stderr
-    assert "invkit: error: 5 problems in the config:" in result.stderr
+    assert len(lines) == 8, result.stderr
+    assert "invkit: error: 8 problems in the config:" in result.stderr
     expected = [
+        "config: unknown key 'measure'; did you mean 'measures'?",
+        "run: unknown key 'batchsize'; did you mean 'batch_size'?",
+        "datasets[2]: unknown key 'clas_map'; did you mean 'class_map'?",
         "measures['EI']: unknown measure 'EI': did you mean 'ei'?",
         "models['no-weights']: params.weights: '" + str(tmp_path / "missing.safetensors"),
         "datasets['gone']: imagefolder:" + str(tmp_path / "no-such-folder") + " names a path",
@@ -70,8 +82,11 @@ spec = "imagefolder:pets"                      # 5: 2 folders, 10 outputs, no na
     ]
     for text in expected:
         assert any(text in line for line in lines), (text, lines)
-    assert "set params.num_classes = 10" in result.stderr
+    assert "set params.num_classes = 10" in result.stderr  # the right models were loaded
     assert not (tmp_path / "invkit-results").exists()  # nothing written
+    study = run_cli("study", str(tmp_path / "study.toml"), "--no-progress", check=False)
+    assert study.returncode == 1 and "6 problems in the config:" in study.stderr  # no loading
+    assert all(text in study.stderr for text in expected[:4])
 
 
 def test_study_stops_before_writing_anything_when_the_config_is_wrong(tmp_path):

@@ -88,10 +88,16 @@ def check_loading(
 
 
 def check_study(
-    config: StudyConfig, images: bool = False, progress: bool = True, echo: Callable = print
+    config: StudyConfig,
+    images: bool = False,
+    progress: bool = True,
+    echo: Callable = print,
+    found: list[str] | None = None,
 ) -> CheckReport:
-    """Every problem a study of ``config`` would meet before or at the start of its passes."""
-    problems = Problems()
+    """Every problem a study of ``config`` would meet before or at the start of its passes.
+    ``found``: the problems reading the config found (``load_config(path, found)``); the
+    entries that were right are still checked, and the report lists everything."""
+    problems = Problems(found)
     plan = StudyPlan(config, problems)
     pairs = [(model, dataset) for model in plan.models for dataset in plan.datasets]
     inputs: dict[str, ModelInput] = {}

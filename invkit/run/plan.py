@@ -25,7 +25,14 @@ from invkit.api import (
     split_spec,
 )
 from invkit.classes import SUBSET_KEYWORDS, check_class_map, subset_lines
-from invkit.config import ComponentEntry, ConfigError, DatasetEntry, ModelEntry, StudyConfig
+from invkit.config import (
+    ComponentEntry,
+    ConfigError,
+    DatasetEntry,
+    ModelEntry,
+    StudyConfig,
+    problems_error,
+)
 from invkit.data import PIPELINE_VERSION
 from invkit.engine import autocast_enabled, resolve_device
 from invkit.errors import InvkitError, described
@@ -69,13 +76,8 @@ class Problems:
             self.lines.append(f"{where}: {text}" if where else text)
 
     def raise_if_any(self, what: str = "the config") -> None:
-        if len(self.lines) == 1:
-            raise ConfigError(self.lines[0])
         if self.lines:
-            raise ConfigError(
-                f"{len(self.lines)} problems in {what}:\n"
-                + "\n".join(f"  - {line}" for line in self.lines)
-            )
+            raise problems_error(self.lines, what)
 
 
 def _build(
