@@ -147,9 +147,12 @@ def test_models_sharing_an_input_decode_each_image_once_with_identical_cells(tmp
     assert figures[2][:2] == (48, 48)  # two bundles of two, and the 32×32 model
     assert figures[1][:2] == (80, 80)  # every model decodes every image
     assert figures["auto"][3] == figures[2][3] == figures[1][3]  # bit for bit
-    shared = [line for line in figures["auto"][2] if "decoded once, shared with" in line]
-    assert len(shared) == 4 and "shared with lin1, lin2, lin3" in shared[0]
-    assert not any("shared" in line for line in figures[1][2])
+    lines = figures["auto"][2]
+    [bundle] = [line for line in lines if "images decoded once" in line]  # one line, 4 models
+    assert bundle.startswith("  4 models × photos (lin0, lin1, lin2, lin3): 16 images decoded")
+    opening = "invkit: 5 model × dataset pass(es) to run (on 2 decoding(s) shared by models)"
+    assert any(line.startswith(opening) for line in lines), lines  # the count the end uses
+    assert not any("decoded once" in line for line in figures[1][2])
 
 
 def test_a_model_failing_in_a_shared_pass_fails_alone(tmp_path):

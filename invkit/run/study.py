@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -50,26 +51,84 @@ class StudyOutcome:
     report: dict[str, Path] = field(default_factory=dict)
 
 
-def pass_line(spec: PassSpec, result: PassResult, shared_with: Sequence[str] = ()) -> str:
-    """The one line a finished pass prints: images, rate, accuracy and class matching, notes
-    (``shared_with``: the other models that ran on the same decoded images)."""
+def _notes(spec: PassSpec, result: PassResult) -> list[str]:
+    notes = [f"{len(result.skipped)} unreadable image(s) skipped: {listing(result.bad_files)}"]
+    notes = notes if result.skipped else []
+    if result.upsampled:
+        size = "×".join(map(str, result.input_size[1:]))
+        notes.append(f"{result.upsampled} image(s) smaller than the {size} input upsampled")
+    return notes
+
+
+def pass_line(spec: PassSpec, result: PassResult) -> str:
+    """The one line a finished pass of one model prints: images, rate, accuracy and class
+    matching, and notes."""
     rate = result.images / max(result.seconds, 1e-9)
     accuracy = (
         "unlabeled"
         if result.accuracy is None
         else f"accuracy {result.accuracy:.4f} (classes {result.matching})"
     )
-    notes = [f"{len(result.skipped)} unreadable image(s) skipped: {listing(result.bad_files)}"]
-    notes = notes if result.skipped else []
-    if result.upsampled:
-        size = "×".join(map(str, result.input_size[1:]))
-        notes.append(f"{result.upsampled} image(s) smaller than the {size} input upsampled")
-    if shared_with:
-        notes.append(f"images decoded once, shared with {', '.join(shared_with)}")
     return (
         f"  {spec.label}: {result.images} images, {rate:,.0f} img/s, {accuracy}, "
-        f"{len(result.cells)} cell(s)" + "".join(f", {note}" for note in notes)
+        f"{len(result.cells)} cell(s)" + "".join(f", {note}" for note in _notes(spec, result))
     )
+
+
+def bundle_line(spec: PassSpec, results: Sequence[PassResult]) -> str:
+    """The one line a finished pass of several models on one decoding prints: the models, the
+    images decoded once for all, the range of their accuracies, the cells."""
+    first = results[0]
+    seconds = max(r.seconds for r in results)
+    rate = first.images * len(results) / max(seconds, 1e-9)
+    labeled = [r.accuracy for r in results if r.accuracy is not None]
+    matching = ", ".join(sorted({r.matching for r in results if r.accuracy is not None}))
+    accuracy = (
+        f"accuracy {min(labeled):.4f} to {max(labeled):.4f} (classes {matching})"
+        if labeled
+        else "unlabeled"
+    )
+    cells = sum(len(r.cells) for r in results)
+    names = listing([member.model.name for member in spec.members])
+    return (
+        f"  {len(results)} models × {spec.dataset.name} ({names}): {first.images} images "
+        f"decoded once, {rate:,.0f} model-img/s, {accuracy}, {cells} cell(s)"
+        + "".join(f", {note}" for note in _notes(spec, first))
+    )
+
+
+def model_passes(specs: Sequence[PassSpec]) -> int:
+    """How many model × dataset passes ``specs`` hold (a bundle holds one per model): the one
+    count the study's lines use, first to last."""
+    return sum(len(spec.members) for spec in specs)
+
+
+class StudyProgress:
+    """One bar for the whole study, above the lines of finished passes: model × dataset passes
+    done, images per second through the models, and the time left."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.tqdm = tqdm
+        self.bar = tqdm(
+            total=total, desc="study", unit="pass", disable=None if enabled else True, leave=False
+        )
+        self.started = time.perf_counter()
+        self.images = 0
+
+    def done(self, passes: int, images: int) -> None:
+        self.images += images
+        rate = self.images / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix_str(f"{rate:,.0f} img/s", refresh=False)
+        self.bar.update(passes)
+
+    def writing(self) -> Any:
+        """While printing a line: the bar cleared, then drawn again under it."""
+        return self.tqdm.external_write_mode()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _chosen(section: str, names: Sequence[str], entries: tuple[Any, ...]) -> set[str]:
@@ -128,9 +187,15 @@ class Study:
         )
         self.fresh = fresh
         self.progress = progress
-        self.echo = echo
+        self._echo = echo
+        self.overall = StudyProgress(0, enabled=False)
         self.plan = StudyPlan(config)
         self.device = self.plan.device
+
+    def echo(self, text: str) -> None:
+        """A line for the console, printed above the study's progress bar."""
+        with self.overall.writing():
+            self._echo(text)
 
     def _make_output_dir(self) -> None:
         try:
@@ -190,6 +255,15 @@ class Study:
         model's failure fails its own pass only."""
         specs = [dataclasses.replace(spec, progress=self.progress) for spec in specs]
         alone: list[PassSpec] = []
+        self.overall = StudyProgress(model_passes(specs), enabled=self.progress)
+        try:
+            yield from self._each_finished(specs, alone, outcome)
+        finally:
+            self.overall.close()
+
+    def _each_finished(
+        self, specs: list[PassSpec], alone: list[PassSpec], outcome: StudyOutcome
+    ) -> Iterator[tuple[PassSpec, PassResult | None, JobOutcome]]:
         for job in self.plan.executor(specs):
             spec = specs[job.index]
             if not job.ok and spec.shared:
@@ -208,6 +282,7 @@ class Study:
     ) -> Iterator[tuple[PassSpec, PassResult | None, JobOutcome]]:
         if not job.ok:
             yield spec, None, job
+            self.overall.done(1, 0)
             message = failure_message(job)
             outcome.failures.append(
                 {"model": spec.model.name, "dataset": spec.dataset.name, "error": message}
@@ -215,14 +290,14 @@ class Study:
             self.echo(f"invkit: FAILED {spec.label}: {message}")
             return
         outcome.decoded += job.result.decoded
-        names = [member.model.name for member in spec.members]
-        for member, result in zip(spec.members, job.result.members, strict=True):
+        results = job.result.members
+        for member, result in zip(spec.members, results, strict=True):
             yield member, result, job
             outcome.computed += len(result.cells)
             outcome.passes += 1
             outcome.forward_images += result.forward_images
-            others = [name for name in names if name != member.model.name]
-            self.echo(pass_line(member, result, others))
+        self.overall.done(len(results), sum(r.images for r in results))
+        self.echo(pass_line(spec, results[0]) if len(results) == 1 else bundle_line(spec, results))
 
     def smoke(self) -> StudyOutcome:
         """The chosen passes on at most ``smoke_limit`` images per dataset: values printed,
@@ -230,8 +305,8 @@ class Study:
         outcome = StudyOutcome(self.out_dir)
         specs = self._chosen_passes(self.plan.passes({}, set())[0])
         self.echo(
-            f"invkit: smoke run of {len(specs)} pass(es) on at most {self.smoke_limit} image(s) "
-            "per dataset; nothing is stored"
+            f"invkit: smoke run of {model_passes(specs)} pass(es) on at most {self.smoke_limit} "
+            "image(s) per dataset; nothing is stored"
         )
         cells = [
             cell
@@ -308,8 +383,11 @@ class Study:
                 "was damaged); it is computed again"
             )
         if specs:
+            count = model_passes(specs)
+            shared = f" (on {len(specs)} decoding(s) shared by models)"
+            shared = shared if len(specs) < count else ""
             self.echo(
-                f"invkit: {len(specs)} model × dataset pass(es) to run on {self.device}, "
+                f"invkit: {count} model × dataset pass(es) to run{shared} on {self.device}, "
                 f"{outcome.reused} cell(s) already in {self.out_dir / STORE_NAME}"
             )
         for spec, result, job in self._execute(specs, outcome):
