@@ -231,10 +231,28 @@ def _analysed(groups: list[GroupResult]) -> list[str]:
     return list(dict.fromkeys(_other(g) for g in groups if g.n))
 
 
-def _r_and_rho(group: GroupResult) -> str:
+def _signed(group: GroupResult, statistic: str, higher_is_invariant: bool | None) -> str:
+    """A correlation and its interval, signed so that positive means "more invariant, more
+    accurate" (a measure where lower is more invariant has its sign, and bounds, flipped)."""
+    value = group.statistics.get(statistic)
+    if value is None:
+        return ""
+    sign = -1 if higher_is_invariant is False else 1
+    text = f"{sign * value:.3f}"
+    if statistic in group.intervals:
+        low, high = sorted(sign * bound for bound in group.intervals[statistic])
+        text += f" [{low:.3f}, {high:.3f}]"
+    return text
+
+
+def _r_and_rho(group: GroupResult, higher_is_invariant: bool | None) -> str:
     if group.message or "pearson_r" not in group.statistics:
         return "—"
-    return f"r {_interval(group, 'pearson_r')}<br>ρ {_interval(group, 'spearman_rho')}"
+    r = _signed(group, "pearson_r", higher_is_invariant)
+    return f"r {r}<br>ρ {_signed(group, 'spearman_rho', higher_is_invariant)}"
+
+
+SIGNED_HEADER = "invariance (r, ρ: + more invariant, more accurate)"
 
 
 def summary(result: AnalysisResult) -> str | None:
@@ -248,23 +266,28 @@ def summary(result: AnalysisResult) -> str | None:
     pairs = _by_pair(result.groups)
     datasets = _analysed(result.groups)
     cells = {(pair, _other(g)): g for pair, groups in pairs.items() for g in groups}
-    lines = [
+    lines = _best_measures(result, pairs)  # the findings first, then the numbers behind them
+    lines += [
+        "",
         f"Model-centric correlation of accuracy with invariance ({result.analysis}): Pearson r "
-        "and Spearman ρ across models on each test set, with 95% bootstrap intervals. ↑: a "
-        "higher value means more invariant; ↓: a lower one does.",
+        "and Spearman ρ across models on each test set, with 95% bootstrap intervals, signed "
+        "so that a positive value means more invariant models are more accurate. ↑: a higher "
+        "value of the measure means more invariant; ↓: a lower one does.",
     ]
     for start in range(0, len(datasets), SUMMARY_COLUMNS):
         chosen = datasets[start : start + SUMMARY_COLUMNS]
         rows = [
             [md(_pair_label(result, t, m))]
-            + [_r_and_rho(cells[(t, m), d]) if ((t, m), d) in cells else "" for d in chosen]
+            + [
+                _r_and_rho(cells[(t, m), d], result.directions.get(m))
+                if ((t, m), d) in cells
+                else ""
+                for d in chosen
+            ]
             for t, m in pairs
         ]
-        lines += ["", *markdown_table(["invariance", *map(md, chosen)], rows)]
-    sentences = _best_measures(result, pairs)
-    if sentences:
-        lines += ["", *sentences]
-    return "\n".join(lines)
+        lines += ["", *markdown_table([SIGNED_HEADER, *map(md, chosen)], rows)]
+    return "\n".join(lines).lstrip("\n")
 
 
 def _aligned_r(group: GroupResult, higher_is_invariant: bool | None) -> float | None:
@@ -354,6 +377,8 @@ def figures(result: AnalysisResult) -> Iterator[tuple[str, Figure]]:
     if result.predicts:
         return
     pairs = _by_pair(result.groups)
+    if result.points == "model" and any(g.statistics for g in result.groups):
+        yield "heatmap-r", heatmap_figure(result, pairs)  # first: the Summary shows it
     for (transform, measure), groups in pairs.items():
         if not any(g.n for g in groups):
             continue
@@ -361,8 +386,6 @@ def figures(result: AnalysisResult) -> Iterator[tuple[str, Figure]]:
             yield f"{transform}-{measure}", overlay_figure(groups, result, transform, measure)
         else:
             yield f"{transform}-{measure}", panels_figure(groups, result, transform, measure)
-    if result.points == "model" and any(g.statistics for g in result.groups):
-        yield "heatmap-r", heatmap_figure(result, pairs)
 
 
 def _axis_labels(axes: Any, result: AnalysisResult, transform: str, measure: str) -> None:
@@ -501,15 +524,16 @@ def panels_figure(
 def heatmap_figure(
     result: AnalysisResult, pairs: dict[tuple[str, str], list[GroupResult]]
 ) -> Figure:
-    """Pearson r for every transform × measure (rows) and test set (columns)."""
+    """Pearson r for every transform × measure (rows) and test set (columns), signed so that
+    positive means more invariant models are more accurate (as the Summary's tables)."""
     from matplotlib.figure import Figure
 
     datasets = _analysed(result.groups)
     values = [[float("nan")] * len(datasets) for _ in pairs]
-    for row, groups in enumerate(pairs.values()):
+    for row, ((_, measure), groups) in enumerate(pairs.items()):
         for group in groups:
-            r = group.statistics.get("pearson_r")
-            if r is not None and not group.message and _other(group) in datasets:
+            r = _aligned_r(group, result.directions.get(measure))
+            if r is not None and _other(group) in datasets:
                 values[row][datasets.index(_other(group))] = r
     figure = Figure(figsize=(1.2 + 0.62 * len(datasets), 1.2 + 0.38 * len(pairs)), dpi=110)
     axes = figure.subplots()
@@ -523,8 +547,10 @@ def heatmap_figure(
     axes.set_xticks(range(len(datasets)), datasets, rotation=45, ha="right", fontsize=7)
     labels = [_pair_label(result, t, m) for t, m in pairs]
     axes.set_yticks(range(len(pairs)), labels, fontsize=7)
-    figure.colorbar(image, ax=axes, label="Pearson r", shrink=0.8)
-    axes.set_title(f"{result.analysis}: r of accuracy with invariance", fontsize=9)
+    figure.colorbar(
+        image, ax=axes, label="Pearson r (+: more invariant, more accurate)", shrink=0.8
+    )
+    axes.set_title(f"{result.analysis}: r of accuracy with invariance, signed", fontsize=9)
     figure.tight_layout()
     return figure
 

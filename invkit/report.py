@@ -334,9 +334,12 @@ def markdown_report(
     summaries = [s for s in sections if s.summary]
     if summaries:
         lines += ["", "## Summary"]
-        for section in summaries:
-            lines += ["", section.summary or ""]
-        figures = [(s, title, path) for s in summaries for title, path in s.plots]
+        for section in summaries:  # findings, the first figure, then the tables behind them
+            findings, tables = _findings_and_tables(section.summary or "")
+            lines += ["", findings]
+            lines += [_figure_line(section, *plot) for plot in section.plots[:1]]
+            lines += ["", tables] if tables else []
+        figures = [(s, title, path) for s in summaries for title, path in s.plots[1:]]
         lines += [_figure_line(s, title, path) for s, title, path in figures]
     for section in sections:
         heading = f"## Analysis {code(section.label)} ({md(section.component)})"
@@ -399,6 +402,16 @@ def _models_section(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 SKIPPED_SHOWN = 20  # skipped images the report names per pass (all are in the store)
 TABLE_CELLS = 7  # transform × measure columns per table, beside model, accuracy and classes
+
+
+def _findings_and_tables(summary: str) -> tuple[str, str]:
+    """A summary split before its first table (and the paragraph that introduces it): the
+    findings a reader acts on, and the numbers behind them."""
+    blocks = summary.split("\n\n")
+    split = next((i for i, b in enumerate(blocks) if b.lstrip().startswith("|")), len(blocks))
+    if 1 < split < len(blocks):  # the paragraph introducing the first table goes with it
+        split -= 1
+    return "\n\n".join(blocks[:split]), "\n\n".join(blocks[split:])
 
 
 def _figure_line(section: Section, title: str, path: str) -> str:

@@ -299,7 +299,7 @@ def test_point_labels_never_overlap_and_accuracy_stays_in_0_1():
         for i, x in enumerate(invariance)
     ]  # fmt: skip
     result = invkit.get_analysis("model_centric", n_bootstrap=200)(rows)
-    (title, figure), (heatmap, _) = figures(result)
+    (heatmap, _), (title, figure) = figures(result)  # the heatmap first: the Summary shows it
     [axes] = figure.axes
     assert (title, heatmap) == ("rotation-js", "heatmap-r")
     assert "(↓ lower = more invariant)" in axes.get_xlabel()
@@ -332,3 +332,29 @@ def test_fit_lines_stop_at_the_accuracy_axis():
     inside = _fit_segment(group, (0.0, 2.0))
     assert inside == ([0.2, 0.9], [pytest.approx(0.56), pytest.approx(1.12)])
     assert _fit_segment(group, (0.0, 0.3)) == ([], [])  # the line never enters the axis
+
+
+def test_the_summary_signs_r_so_that_positive_means_more_invariant_more_accurate():
+    """For a measure where lower is more invariant (JS), the Summary's r, ρ and their
+    intervals are the raw ones negated (bounds swapped); for EI they are the raw ones."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, 10)
+    y = 0.3 + 0.5 * x + rng.normal(0, 0.05, 10)
+    rows = [
+        {"model": f"m{i}", "dataset": "val", "transform": "rotation", "measure": measure,
+         "invariance": float(xi), "accuracy": float(yi), "higher_is_invariant": higher}
+        for measure, higher in (("js", False), ("ei", True))
+        for i, (xi, yi) in enumerate(zip(x, y, strict=True))
+    ]  # fmt: skip
+    result = invkit.get_analysis("model_centric", n_bootstrap=100)(rows)
+    text = result.summary()
+    r = sps.pearsonr(x, y).statistic
+    rho = sps.spearmanr(x, y).statistic
+    js = next(line for line in text.splitlines() if line.startswith("| rotation js ↓"))
+    ei = next(line for line in text.splitlines() if line.startswith("| rotation ei ↑"))
+    assert f"r {-r:.3f} [" in js and f"ρ {-rho:.3f} [" in js
+    assert f"r {r:.3f} [" in ei and f"ρ {rho:.3f} [" in ei
+    [group] = [g for g in result.groups if g.group["measure"] == "js"]
+    low, high = group.intervals["pearson_r"]
+    assert f"r {-r:.3f} [{-high:.3f}, {-low:.3f}]" in js
+    assert text.index("tracks accuracy best") < text.index("| invariance (r, ρ")

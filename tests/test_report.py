@@ -43,7 +43,10 @@ def test_the_demo_report_opens_with_its_findings(demo):
     sections = [line for line in report.splitlines() if line.startswith("## ")]
     assert sections[0] == "## Summary"
     summary = report[report.index("## Summary") : report.index("## Analysis")]
-    assert "| invariance | clean | gaussian_noise-1 |" in summary  # test sets as columns
+    header = "| invariance (r, ρ: + more invariant, more accurate) | clean | gaussian_noise-1 |"
+    assert header in summary  # test sets as columns, every r signed alike
+    findings, heatmap = summary.index("tracks accuracy best"), summary.index("heatmap-r")
+    assert findings < heatmap < summary.index(header)  # sentences, the heatmap, the tables
     assert "| grayscale ei ↑ | r 0." in summary and "| rotation js ↓ |" in summary
     assert "- **grayscale**: `" in summary and "tracks accuracy best" in summary
     assert " vs " in summary and "MAE" in summary  # predictions beside the true accuracy
@@ -190,7 +193,7 @@ def test_the_readme_headline_is_the_reports_summary_table(demo):
     report = (demo / "report.md").read_text()
 
     def first_summary_table(text: str) -> list[list[str]]:
-        start = text.index("| invariance | clean |")
+        start = text.index("| invariance (r, ρ: + more invariant, more accurate) | clean |")
         lines = text[start:].split("\n\n")[0].splitlines()
         return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
 
