@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from invkit.errors import InvkitError
+
+if TYPE_CHECKING:  # torch loads when a component first runs, not when it is listed
+    import torch
 
 _HASHES: dict[tuple[str, int, int, int, int], str] = {}
 _TRUSTED: ContextVar[bool] = ContextVar("invkit_trusted_checkpoints", default=False)
@@ -85,6 +86,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     A checkpoint that wraps the state dict (``{"state_dict": ...}``, ``{"model": ...}``) is
     unwrapped. Pickles that would execute code are refused with an explanation.
     """
+    import torch
+
     path = existing_file(path, "checkpoint")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

@@ -9,7 +9,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
 
 from invkit.errors import InvkitError
 
@@ -27,6 +26,8 @@ def check_scale(kind: str | None) -> str:
 
 def scale(values: np.ndarray, kind: str | None) -> np.ndarray:
     """Map values in [0, 1] to the probit (Φ⁻¹) or logit axis; ``none`` leaves them."""
+    from scipy import special  # scipy loads when a statistic is first computed
+
     kind = check_scale(kind)
     values = np.asarray(values, dtype=np.float64)
     if kind == "none":
@@ -37,6 +38,8 @@ def scale(values: np.ndarray, kind: str | None) -> np.ndarray:
 
 def unscale(values: np.ndarray, kind: str | None) -> np.ndarray:
     """The inverse of ``scale`` (Φ or the logistic function)."""
+    from scipy import special  # scipy loads when a statistic is first computed
+
     kind = check_scale(kind)
     values = np.asarray(values, dtype=np.float64)
     if kind == "none":
@@ -55,6 +58,8 @@ class Line:
 
 def fit_line(x: np.ndarray, y: np.ndarray, method: str) -> Line:
     """Least-squares line, or the robust Theil–Sen line (median of pairwise slopes)."""
+    from scipy import stats  # scipy loads when a statistic is first computed
+
     if method == "least_squares":
         result = stats.linregress(x, y)
         return Line(float(result.slope), float(result.intercept))
@@ -98,6 +103,8 @@ def fit_lines(xs: np.ndarray, ys: np.ndarray, method: str) -> tuple[np.ndarray, 
 
 def correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Pearson r, Spearman ρ and Kendall τ-b with two-sided p-values, and the R² of the LS line."""
+    from scipy import stats  # scipy loads when a statistic is first computed
+
     pearson = stats.pearsonr(x, y)
     spearman = stats.spearmanr(x, y)
     kendall = stats.kendalltau(x, y)
@@ -144,6 +151,8 @@ def bootstrap(
     band_points: int = 50,
 ) -> BootstrapResult:
     """Seeded pairs bootstrap of r, ρ and the fitted line, with a pointwise band for the line."""
+    from scipy import stats  # scipy loads when a statistic is first computed
+
     rng = np.random.default_rng(seed)
     n = len(x)
     idx = rng.integers(0, n, size=(n_resamples, n))
@@ -181,6 +190,8 @@ def prediction_interval(
     x: np.ndarray, y: np.ndarray, x_new: np.ndarray, confidence: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares prediction at ``x_new`` with its prediction interval (t with n − 2 df)."""
+    from scipy import stats  # scipy loads when a statistic is first computed
+
     n = len(x)
     line = fit_line(x, y, "least_squares")
     residuals = y - line(x)

@@ -43,6 +43,22 @@ def test_jigsaw_is_installed_and_listed():
     assert "grid: int = 2" in transforms
 
 
+def test_listing_imports_neither_torch_nor_scipy():
+    """invkit list and invkit plugins describe every component, the installed jigsaw plugin's
+    included, without loading torch, kornia or scipy (the reason they answer at once)."""
+    probe = (
+        "import sys; from invkit.api import list_components; from invkit.plugins import "
+        "get_host; components = list_components(); get_host().plugins(include_builtins=True); "
+        "print(len(components), sorted(m for m in ('torch', 'kornia', 'scipy', 'timm', "
+        "'torchvision', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    count, heavy = out.stdout.split(" ", 1)
+    assert int(count) >= 25 and heavy.strip() == "[]", out.stdout
+    listed = run_cli("list").stdout
+    assert "jigsaw  [invkit-jigsaw]" in listed and "effective invariance" in listed.lower()
+
+
 def test_errors_are_one_line_without_traceback(tmp_path):
     result = run_cli("study", str(tmp_path / "missing.toml"), check=False)
     assert result.returncode == 1

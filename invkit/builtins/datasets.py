@@ -11,15 +11,14 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING, Any
 
 from invkit.errors import InvkitError
 from invkit.paths import resolve_path
 from invkit.plugin.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torch loads when a dataset is opened, not when it is listed
+    import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 
@@ -47,7 +46,7 @@ def _no_pillow_pixel_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-class ImageFolder(Dataset):
+class ImageFolder:
     """Images in class subfolders (``DIR/<class>/*.jpg``), as ImageNet and its test sets ship.
 
     Folder names are the classes (matched to a model's classes by name, e.g. ImageNet WordNet
@@ -118,7 +117,7 @@ class ImageFolder(Dataset):
         return str(self.samples[index][0])
 
 
-class TorchvisionDataset(Dataset):
+class TorchvisionDataset:
     """A torchvision dataset: ``torchvision:CIFAR10`` with ``root``; never downloads unless asked.
 
     ``train`` or ``split`` pick the part (whichever the dataset takes); labels are used as class
@@ -166,7 +165,7 @@ class TorchvisionDataset(Dataset):
         return image, int(label)
 
 
-class Digits(Dataset):
+class Digits:
     """scikit-learn's 1,797 real 8×8 handwritten digits, upsampled, optionally coloured.
 
     With ``colored`` each image gets a seeded random foreground and background colour (as
@@ -186,6 +185,8 @@ class Digits(Dataset):
         test_fraction: float = 0.3,
         seed: int = 0,
     ):
+        import numpy as np
+        import torch
         from sklearn.datasets import load_digits
 
         if split not in ("train", "test", "all"):

@@ -6,14 +6,19 @@ returns a ``(B,)`` tensor. ``docs/measures.md`` gives each formula, direction an
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from invkit.errors import InvkitError
 from invkit.plugin.components import Measure
 from invkit.plugin.hookspecs import hookimpl
 
+if TYPE_CHECKING:  # torch loads when a component first runs, not when it is listed
+    import torch
+
 
 def _as_probabilities(original: torch.Tensor, view: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    import torch
+
     if original.shape != view.shape or original.ndim != 2:
         raise InvkitError(
             "a measure takes two softmax batches of the same shape (B, K); got "
@@ -26,6 +31,8 @@ def _as_probabilities(original: torch.Tensor, view: torch.Tensor) -> tuple[torch
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Σ p log(p/q) per row, with 0 log(0/q) = 0; +inf where q = 0 < p."""
+    import torch
+
     terms = torch.where(p > 0, p * torch.log(p / q), torch.zeros_like(p))
     return terms.sum(dim=1)
 
@@ -37,6 +44,8 @@ class EffectiveInvariance(Measure):
     higher_is_invariant = True
 
     def __call__(self, original, view, labels=None):
+        import torch
+
         p, q = _as_probabilities(original, view)
         p_conf, p_class = p.max(dim=1)
         q_conf, q_class = q.max(dim=1)
@@ -101,6 +110,8 @@ class L2Distance(Measure):
     higher_is_invariant = False
 
     def __call__(self, original, view, labels=None):
+        import torch
+
         p, q = _as_probabilities(original, view)
         return torch.linalg.vector_norm(p - q, dim=1)
 
@@ -112,6 +123,8 @@ class CosineSimilarity(Measure):
     higher_is_invariant = True
 
     def __call__(self, original, view, labels=None):
+        import torch
+
         p, q = _as_probabilities(original, view)
         dot = (p * q).sum(dim=1)
         norms = torch.linalg.vector_norm(p, dim=1) * torch.linalg.vector_norm(q, dim=1)

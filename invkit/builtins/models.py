@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from invkit.checkpoints import (
     existing_file,
@@ -23,6 +21,9 @@ from invkit.paths import resolve_path
 from invkit.plugin.components import LoadedModel, Preprocessing
 from invkit.plugin.hookspecs import hookimpl
 from invkit.usercode import import_factory, python_spec_fingerprint, split_python_spec
+
+if TYPE_CHECKING:  # torch loads when a component first runs, not when it is listed
+    pass
 
 
 def imagenet_class_names(num_classes: int | None) -> list[str] | None:
@@ -172,6 +173,8 @@ torchvision_model.name = "torchvision"  # type: ignore[attr-defined]
 
 def torchscript_model(rest: str, num_classes: int | None = None) -> LoadedModel:
     """A TorchScript file: ``torchscript:model.pt`` (preprocessing from the config)."""
+    import torch
+
     path = existing_file(rest, "TorchScript file")
     try:
         module = torch.jit.load(str(path), map_location="cpu")
@@ -206,6 +209,8 @@ def python_model(
     loaded into it. Only the named module is imported, and only a model's code is accepted:
     see ``invkit.usercode``.
     """
+    import torch
+
     factory = import_factory(rest)
     built = factory(**(kwargs or {}))
     if isinstance(built, LoadedModel):

@@ -8,12 +8,14 @@ seeded per image, so the same image is shifted the same way in any batch or work
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from invkit.errors import InvkitError
 from invkit.plugin.components import Shift
 from invkit.plugin.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torch loads when a component first runs, not when it is listed
+    import torch
 
 NOISE_SIGMA = (0.04, 0.06, 0.08, 0.09, 0.10)  # CIFAR-10-C gaussian_noise
 BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)  # CIFAR-10-C gaussian_blur, for 32-pixel images
@@ -33,6 +35,8 @@ class GaussianNoise(_Severity):
     name = "gaussian_noise"
 
     def __call__(self, image: torch.Tensor, seed: int) -> torch.Tensor:
+        import torch
+
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn(image.shape, generator=generator) * NOISE_SIGMA[self.severity - 1]
         return (image + noise).clamp(0, 1)

@@ -7,14 +7,14 @@ device. ``docs/transforms.md`` describes each one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import kornia
-import torch
+from typing import TYPE_CHECKING, Any
 
 from invkit.errors import InvkitError
 from invkit.plugin.components import Transform
 from invkit.plugin.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torch loads when a component first runs, not when it is listed
+    import torch
 
 INTERPOLATIONS = ("bilinear", "nearest")
 PADDINGS = ("zeros", "border", "reflection")
@@ -73,6 +73,9 @@ class Rotation(Transform):
         return [self._rotate(images, angle) for angle in self.angles]
 
     def _rotate(self, images: torch.Tensor, angle: float) -> torch.Tensor:
+        import kornia
+        import torch
+
         if angle % 90 == 0:
             quarter_turns = int(angle // 90) % 4
             if quarter_turns % 2 and images.shape[-1] != images.shape[-2]:
@@ -104,6 +107,8 @@ class Grayscale(Transform):
         return 1
 
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        import kornia
+
         _check_batch(self.name, images)
         if images.shape[1] != 3:
             raise InvkitError(

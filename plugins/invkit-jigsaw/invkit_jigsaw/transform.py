@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from invkit import InvkitError, Transform
+
+if TYPE_CHECKING:  # torch loads when the transform first runs: listing it stays fast
+    import torch
 
 
 class Jigsaw(Transform):
@@ -38,6 +40,8 @@ class Jigsaw(Transform):
 
     @staticmethod
     def _draw_orders(tiles: int, count: int, seed: int) -> list[torch.Tensor]:
+        import torch
+
         generator = torch.Generator().manual_seed(seed)
         identity = torch.arange(tiles)
         orders: list[torch.Tensor] = []
