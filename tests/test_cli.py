@@ -100,3 +100,38 @@ def test_list_takes_a_kind_in_either_number_and_suggestions_ignore_case():
     assert singular.stdout == plural.stdout and "ei  [invkit.builtins.measures]" in plural.stdout
     with pytest.raises(invkit.InvkitError, match="did you mean 'ei'"):
         invkit.get_measure("EI")
+
+
+def test_a_study_on_a_terminal_shows_one_bar_for_the_whole_study(tmp_path):
+    """On a terminal the study draws its own bar (model × dataset passes done, images per
+    second) above the lines of finished passes."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from .conftest import study_with
+
+    config = study_with(tmp_path, "linear,other_linear", datasets=2)
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a size
+    invkit_cli = str(Path(sys.executable).with_name("invkit"))
+    run = subprocess.Popen(
+        [invkit_cli, "study", str(config), "--models-per-pass", "1"],
+        stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
+    )  # fmt: skip
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the study ended and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert run.wait(timeout=120) == 0
+    text = shown.decode(errors="replace")
+    assert "study:" in text and "/4 [" in text and "img/s" in text  # 4 passes, a rate
+    assert text.count("  linear × d") == 2 and "4 cell(s) computed in 4 pass(es)" in text
