@@ -122,10 +122,12 @@ class RayExecutor:
         self.num_cpus = num_cpus
         self.max_retries = max_retries
 
-    def _connect(self, ray: Any) -> bool:
-        """Connect (or start a local instance); True when this executor started it."""
+    def _connect(self, ray: Any) -> tuple[bool, bool]:
+        """Connect (or start a local instance): whether this executor connected, and whether
+        it started the instance. A process already connected (``ray.init`` by the caller) is
+        used as it is."""
         if ray.is_initialized():
-            return False
+            return False, False
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address is not None:
             _check_reachable(address)
@@ -137,7 +139,7 @@ class RayExecutor:
             raise InvkitError(
                 f"cannot connect to {where}: {described(error).splitlines()[0]}"
             ) from None
-        return address is None
+        return True, address is None
 
     def _check_resources(self, ray: Any, gpus: float) -> None:
         """Refuse a task no live node could schedule: Ray would wait for it forever."""
@@ -159,7 +161,7 @@ class RayExecutor:
         if not specs:
             return
         ray = self.ray
-        started = self._connect(ray)
+        connected, started = self._connect(ray)
         reaper = reap_when_gone(os.getpid()) if started else None
         pending: dict[Any, int] = {}
         progress = None
@@ -192,11 +194,16 @@ class RayExecutor:
                 progress.update(outcome, running=len(pending))
                 yield outcome
         finally:
-            for ref in pending:  # stopped early (Ctrl-C, SIGTERM, a storage error)
-                ray.cancel(ref, force=True)
             if progress is not None:
                 progress.close()
-            if started:
+            if pending and not connected:  # stopped early on the caller's connection
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+            if started or (pending and connected):
+                # Stopped early (Ctrl-C, SIGTERM, a storage error) on our own connection:
+                # disconnecting ends this job, and the cluster stops its tasks. Cancelling
+                # them one by one instead can race a task's reply and abort Ray's core worker
+                # ("Tried to complete task that was not pending").
                 ray.shutdown()
             if reaper is not None:
                 reaper.stop()
