@@ -115,13 +115,14 @@ def prediction_marks(prediction: dict[str, Any]) -> str:
     )
 
 
-def _interval(group: GroupResult, statistic: str) -> str:
+def _interval(group: GroupResult, statistic: str, sign: int = 1) -> str:
+    """A statistic and its interval, times ``sign`` (a flipped interval's bounds swapped)."""
     value = group.statistics.get(statistic)
     if value is None:
         return ""
-    text = f"{value:.3f}"
+    text = f"{sign * value:.3f}"
     if statistic in group.intervals:
-        low, high = group.intervals[statistic]
+        low, high = sorted(sign * bound for bound in group.intervals[statistic])
         text += f" [{low:.3f}, {high:.3f}]"
     return text
 
@@ -231,25 +232,20 @@ def _analysed(groups: list[GroupResult]) -> list[str]:
     return list(dict.fromkeys(_other(g) for g in groups if g.n))
 
 
-def _signed(group: GroupResult, statistic: str, higher_is_invariant: bool | None) -> str:
-    """A correlation and its interval, signed so that positive means "more invariant, more
-    accurate" (a measure where lower is more invariant has its sign, and bounds, flipped)."""
-    value = group.statistics.get(statistic)
-    if value is None:
-        return ""
-    sign = -1 if higher_is_invariant is False else 1
-    text = f"{sign * value:.3f}"
-    if statistic in group.intervals:
-        low, high = sorted(sign * bound for bound in group.intervals[statistic])
-        text += f" [{low:.3f}, {high:.3f}]"
-    return text
+def _sign(higher_is_invariant: bool | None) -> int:
+    """The sign that makes a correlation positive when more invariant goes with more accurate:
+    -1 for a measure where lower is more invariant."""
+    return -1 if higher_is_invariant is False else 1
 
 
 def _r_and_rho(group: GroupResult, higher_is_invariant: bool | None) -> str:
+    """r and ρ with their intervals, signed so that positive means more invariant, more
+    accurate."""
     if group.message or "pearson_r" not in group.statistics:
         return "—"
-    r = _signed(group, "pearson_r", higher_is_invariant)
-    return f"r {r}<br>ρ {_signed(group, 'spearman_rho', higher_is_invariant)}"
+    sign = _sign(higher_is_invariant)
+    r, rho = (_interval(group, name, sign) for name in ("pearson_r", "spearman_rho"))
+    return f"r {r}<br>ρ {rho}"
 
 
 SIGNED_HEADER = "invariance (r, ρ: + more invariant, more accurate)"
@@ -295,7 +291,7 @@ def _aligned_r(group: GroupResult, higher_is_invariant: bool | None) -> float | 
     r = group.statistics.get("pearson_r")
     if r is None or group.message:
         return None
-    return -r if higher_is_invariant is False else r
+    return _sign(higher_is_invariant) * r
 
 
 def _best_measures(

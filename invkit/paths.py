@@ -68,17 +68,12 @@ def check_writable(directory: Path) -> None:
         raise unwritable_output(directory, error) from None
 
 
-def temporary_name(path: Path) -> Path:
-    """The name ``replacing`` writes ``path`` under first (hidden, this process's own)."""
-    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
-
-
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the block ends it replaces ``path``
     in one rename, so a killed or failed write leaves the previous file whole. A file-system
     failure (disk full, read-only, folder gone) is a ``StorageError`` naming ``path``."""
-    temporary = temporary_name(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
     try:
         temporary.unlink(missing_ok=True)  # a name of ours, left by a killed run: never followed
         yield temporary

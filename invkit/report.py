@@ -482,13 +482,22 @@ def _is_own(path: Path, recorded: str) -> bool:
     return path.is_file() and not path.is_symlink() and file_sha256(path) == recorded
 
 
+def _recorded_plots(store: Store) -> dict[str, str]:
+    """The plots the last report recorded writing: file name → SHA-256 of what it wrote."""
+    return json.loads(store.get_meta(REPORT_FILES_KEY) or "{}")
+
+
+def _with_pdfs(names: set[str]) -> set[str]:
+    """Plot names and their PDF twins (every figure is written as PNG and PDF)."""
+    return names | {str(Path(name).with_suffix(".pdf")) for name in names}
+
+
 def remove_report_plots(out_dir: Path, store: Store, keep: set[str] = frozenset()) -> None:
     """Remove the plots an earlier report recorded writing, except ``keep``, and the temporary
     files a killed report left. A file whose bytes changed since (the user's now), a link,
     or anything invkit did not write, stays."""
     plots_dir = out_dir / "plots"
-    recorded = json.loads(store.get_meta(REPORT_FILES_KEY) or "{}")
-    for name, sha in recorded.items():
+    for name, sha in _recorded_plots(store).items():
         path = plots_dir / Path(name).name
         if name not in keep and _is_own(path, sha):
             path.unlink()
@@ -505,7 +514,7 @@ def _record_plots(store: Store, plots_dir: Path, linked: set[str], written: set[
     before invkit kept this record) is not recorded now either."""
     from invkit.checkpoints import file_sha256
 
-    recorded = json.loads(store.get_meta(REPORT_FILES_KEY) or "{}")
+    recorded = _recorded_plots(store)
     hashes = {
         name: file_sha256(plots_dir / name) if name in written else recorded[name]
         for name in linked
@@ -556,11 +565,9 @@ def write_report(
     paths["html"] = out_dir / "report.html"
     _write_text(paths["html"], report_html(text, out_dir))
     _write_text(paths["report"], text)  # last: a report.md always comes with its other files
-    linked = {Path(path).name for section in sections for _, path in section.plots}
-    linked |= {str(Path(name).with_suffix(".pdf")) for name in linked}
-    written |= {str(Path(name).with_suffix(".pdf")) for name in written}
+    linked = _with_pdfs({Path(path).name for section in sections for _, path in section.plots})
     remove_report_plots(out_dir, store, keep=linked)
-    _record_plots(store, plots_dir, linked, written)
+    _record_plots(store, plots_dir, linked, _with_pdfs(written))
     return paths
 
 

@@ -65,12 +65,12 @@ def _plot_file(out_dir: Path, source: str) -> Path | None:
 def _embedded(out_dir: Path, tag: str) -> str:
     """An ``<img>`` of the study's own plots with the PNG inside the page, so report.html
     stands alone; any other image becomes its alt text: the page loads nothing from outside."""
-    attributes = {name: value for name, value in ATTRIBUTE.findall(tag)}
+    attributes = dict(ATTRIBUTE.findall(tag))
+    alt = attributes.get("alt", "")  # already escaped by the sanitiser
     path = _plot_file(out_dir, html.unescape(attributes.get("src", "")))
     if path is None:
-        return attributes.get("alt", "")  # already escaped by the sanitiser
+        return alt
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    alt = attributes.get("alt", "")
     return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
 
 

@@ -51,20 +51,17 @@ DEFAULT_INSTEAD = (
 )
 
 
-def _top_level_modules(distribution: str, tops: dict[str, list[str]]) -> set[str]:
-    """The import names a distribution provides (``scikit-learn`` → ``sklearn``)."""
-    key = distribution.lower().replace("_", "-")
-    return {
-        top for top, owners in tops.items() if key in (o.lower().replace("_", "-") for o in owners)
-    }
-
-
 @functools.cache
 def dependency_modules() -> frozenset[str]:
     """The top-level modules of invkit's installed dependencies, direct and indirect (with every
     extra), and of the known deserialisers: none of them is a model's code, and many have
     loaders that run pickles (``torch.load``, ``numpy.load``) or code (``torch.hub.load``)."""
-    tops = importlib.metadata.packages_distributions()
+    from invkit.plugins import normalize
+
+    provided: dict[str, set[str]] = {}  # distribution → the import names it provides
+    for top, owners in importlib.metadata.packages_distributions().items():
+        for owner in owners:
+            provided.setdefault(normalize(owner), set()).add(top)
     seen: set[str] = set()
     pending = ["invkit"]
     while pending:
@@ -80,7 +77,7 @@ def dependency_modules() -> frozenset[str]:
                 pending.append(match.group(0))
     modules = set(DESERIALISERS) | set(INSTEAD) | {"numpy", "safetensors", "kornia", "PIL"}
     for distribution in seen:
-        modules |= _top_level_modules(distribution, tops)
+        modules |= provided.get(normalize(distribution), set())
     return frozenset(modules)
 
 

@@ -84,7 +84,7 @@ def _take_slot(folder: str, workers: int) -> int:
         except FileExistsError:
             continue
         return slot
-    return os.getpid() % workers  # more workers than slots: a replacement worker
+    return os.getpid() % workers  # every slot taken (not with one pool per folder): any GPU
 
 
 def _start_worker(parent: int, folder: str, workers: int, threads: int) -> None:

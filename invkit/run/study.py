@@ -51,7 +51,8 @@ class StudyOutcome:
     report: dict[str, Path] = field(default_factory=dict)
 
 
-def _notes(spec: PassSpec, result: PassResult) -> list[str]:
+def _notes(result: PassResult) -> list[str]:
+    """What a pass line adds after its counts: unreadable images skipped, images upsampled."""
     notes = [f"{len(result.skipped)} unreadable image(s) skipped: {listing(result.bad_files)}"]
     notes = notes if result.skipped else []
     if result.upsampled:
@@ -71,7 +72,7 @@ def pass_line(spec: PassSpec, result: PassResult) -> str:
     )
     return (
         f"  {spec.label}: {result.images} images, {rate:,.0f} img/s, {accuracy}, "
-        f"{len(result.cells)} cell(s)" + "".join(f", {note}" for note in _notes(spec, result))
+        f"{len(result.cells)} cell(s)" + "".join(f", {note}" for note in _notes(result))
     )
 
 
@@ -93,7 +94,7 @@ def bundle_line(spec: PassSpec, results: Sequence[PassResult]) -> str:
     return (
         f"  {len(results)} models × {spec.dataset.name} ({names}): {first.images} images "
         f"decoded once, {rate:,.0f} model-img/s, {accuracy}, {cells} cell(s)"
-        + "".join(f", {note}" for note in _notes(spec, first))
+        + "".join(f", {note}" for note in _notes(first))
     )
 
 
@@ -225,9 +226,9 @@ class Study:
         from invkit.report import remove_report_plots
 
         path = self.out_dir / STORE_NAME
-        with suppress(InvkitError):
-            store = Store(path) if path.is_file() else None
-            if store is not None:
+        if path.is_file():
+            with suppress(InvkitError):
+                store = Store(path)
                 try:
                     remove_report_plots(self.out_dir, store)
                 finally:
@@ -410,8 +411,9 @@ class Study:
     def _note_unlabeled_held_out(self, store: Store) -> None:
         """``held_out`` hides a test set's labels from the analyses: on a set without labels
         it changes nothing, which the user should know rather than assume otherwise."""
-        cells = store.cells().values()
-        for dataset in (d for d in self.config.datasets if d.held_out):
+        held_out = [d for d in self.config.datasets if d.held_out]
+        cells = store.cells().values() if held_out else ()
+        for dataset in held_out:
             labeled = [c.labeled for c in cells if c.dataset == dataset.name]
             if labeled and not any(labeled):
                 self.echo(
