@@ -272,6 +272,24 @@ def test_concurrent_reports_wait_for_each_other(finished, tmp_path):
     assert linked and all((out / path).is_file() for path in linked)
 
 
+def test_a_report_waits_while_another_process_holds_the_folder(finished, tmp_path):
+    """invkit report writes nothing while a study (here: this test) holds the folder's lock,
+    and finishes once it is released."""
+    from invkit.lock import exclusive
+
+    _, out = copy_of(finished, tmp_path)
+    before = (out / "report.md").stat().st_mtime_ns
+    invkit_cli = str(Path(sys.executable).with_name("invkit"))
+    with exclusive(out):
+        run = subprocess.Popen([invkit_cli, "report", str(out)], stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            run.wait(timeout=8)  # long enough to have written the report had it not waited
+        assert (out / "report.md").stat().st_mtime_ns == before
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    assert (out / "report.md").stat().st_mtime_ns > before
+
+
 # -- code from configs --------------------------------------------------------------------------
 
 
