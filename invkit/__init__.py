@@ -16,6 +16,7 @@ from invkit.api import (
     list_components,
     load_dataset,
     load_model,
+    load_outputs,
     run_pass,
 )
 from invkit.errors import InvkitError
@@ -46,5 +47,6 @@ __all__ = [
     "list_components",
     "load_dataset",
     "load_model",
+    "load_outputs",
     "run_pass",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invkit.errors import InvkitError, UnknownComponentError, plural
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
     from invkit.plugin.components import LoadedModel, Measure, Shift, Transform
     from invkit.plugin.passes import PassResult, PassSpec
+    from invkit.results.outputs import Outputs
 
 
 def _kind(kind: str) -> str:
@@ -111,3 +113,12 @@ def run_pass(spec: PassSpec) -> PassResult:
     from invkit.run.passes import run_pass as run
 
     return run(spec)
+
+
+def load_outputs(out_dir: str | Path, model: str, dataset: str) -> Outputs:
+    """The per-image outputs a study kept of ``model`` on ``dataset`` (their config labels):
+    view names, indices, targets and per view the top-k, log-sum-exp, entropy (and logits,
+    when full), as numpy arrays memory-mapped from the verified file (docs/python-api.md)."""
+    from invkit.results.reading import load_outputs as load
+
+    return load(out_dir, model, dataset)

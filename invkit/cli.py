@@ -338,7 +338,8 @@ def study_command(
         raise SystemExit(1 if outcome.failures else 0)
     click.echo(
         f"invkit: {outcome.computed} cell(s) computed in {outcome.passes} pass(es), "
-        f"{outcome.reused} reused; {outcome.decoded:,} images decoded, "
+        f"{outcome.from_outputs} from kept outputs, {outcome.reused} reused; "
+        f"{outcome.decoded:,} images decoded, "
         f"{outcome.forward_images:,} through the models; "
         f"report: {outcome.report.get('report', study.out_dir)}"
     )
@@ -405,6 +406,34 @@ def report_command(directory: str) -> None:
 
     paths = rerender(directory)
     click.echo(f"invkit: report written to {paths['report']}")
+
+
+@cli.command("outputs")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def outputs_command(directory: str, as_json: bool) -> None:
+    """List the model outputs a study's output DIRECTORY kept: per model × dataset, the level
+    (summary or full), the top-k, the views, the images and the size on disk
+    (docs/outputs.md says what each level can answer)."""
+    from invkit.results.reading import StudyOutputs
+
+    listed = StudyOutputs.of(directory).listing()
+    if as_json:
+        click.echo(json.dumps(listed, indent=2))
+        return
+    if not listed:
+        click.echo(f"invkit: {directory} kept no model outputs (run.outputs = 'none'?)")
+        return
+    for row in listed:
+        click.echo(
+            terminal(
+                f"{row['model']} × {row['dataset']}: {row['level']}, top-{row['topk']} of "
+                f"{row['classes']} classes, {row['images']:,} images × {len(row['views'])} "
+                f"views ({', '.join(row['transforms'])}), {row['bytes'] / 2**20:,.2f} MiB"
+            )
+        )
+    total = sum(row["bytes"] for row in listed)
+    click.echo(f"invkit: {len(listed)} model × dataset output(s), {total / 2**20:,.2f} MiB")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

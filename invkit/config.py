@@ -90,6 +90,8 @@ class RunOptions:
     reduced_decoding: bool = False  # JPEG DCT scaling down to the resize's size (not identical)
     channels_last: bool = True  # on CUDA: channels-last memory format for models and inputs
     compile: bool = False  # torch.compile each model before its pass
+    outputs: str = "summary"  # what each pass keeps of its outputs: "summary", "full", "none"
+    outputs_topk: int = 5  # classes kept per image and view (top-k indices and probabilities)
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,7 @@ def _shift(where: str, raw: Mapping[str, Any]) -> ComponentEntry | None:
     return ComponentEntry(name=name, component=name, params={"severity": severity})
 
 
+OUTPUT_LEVELS = ("summary", "full", "none")  # docs/outputs.md: what each keeps
 VERIFY_MODES = ("listing", "content")  # a dataset's files: by name, size and time, or by bytes
 
 
@@ -298,6 +301,10 @@ def _run_value(name: str, value: Any) -> Any:
         raise ConfigError(f"run.batch_size must be at least 1; got {value}")
     if name in ("bootstrap", "seed", "max_views_per_forward", "min_free_mb") and value < 0:
         raise ConfigError(f"run.{name} must be >= 0; got {value}")
+    if name == "outputs":
+        _choice("run.outputs", value, OUTPUT_LEVELS)
+    if name == "outputs_topk" and value < 1:
+        raise ConfigError(f"run.outputs_topk must be at least 1; got {value}")
     return value
 
 

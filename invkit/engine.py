@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +22,8 @@ from invkit.aggregate import view_average
 from invkit.data import as_float
 from invkit.errors import InvkitError
 from invkit.plugin.components import LoadedModel
+from invkit.results.outputs import reads_top
+from invkit.run.kept import Recorder, dense_top
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,14 +56,6 @@ def autocast_enabled(amp: bool, device: torch.device) -> bool:
 
 
 @dataclass
-class ViewRecord:
-    """Per-sample predictions on one view (or the original), kept with ``per_sample``."""
-
-    prediction: list[torch.Tensor] = field(default_factory=list)
-    confidence: list[torch.Tensor] = field(default_factory=list)
-
-
-@dataclass
 class Evaluation:
     """What one model × dataset pass produced: per-sample measure values and accuracy."""
 
@@ -69,12 +63,12 @@ class Evaluation:
     indices: torch.Tensor  # (N,) dataset indices, in order
     targets: torch.Tensor  # (N,) target class, -1 when unlabeled
     correct: torch.Tensor  # (N,) bool, original prediction == target
-    views: dict[str, ViewRecord]
     skipped: list[tuple[int, str]]  # (dataset index, why) of images that could not be read
     upsampled: int  # images smaller than the model's input, enlarged to it
     images: int
     forward_images: int
     seconds: float
+    recorder: Recorder | None = None  # the outputs it kept
 
     @property
     def labeled(self) -> int:
@@ -119,6 +113,24 @@ class ModelRun:
     logit_index: Sequence[int] | None = None
     targets: Sequence[int] | None = None  # dataset label → target index; None: as given
     label: str = ""
+    keep: Keep | None = None  # what to keep of the outputs; None: nothing
+
+
+@dataclass(frozen=True)
+class Keep:
+    """Kept outputs: ``summary`` or ``full``, the top-k, and (``full``) where logits spill."""
+
+    level: str
+    topk: int
+    spill: Any = None  # pathlib.Path
+
+
+def view_labels(transform: Any) -> list[str]:
+    """A transform's view names (``view_names``), or their positions when it gives none or
+    gives the same name twice."""
+    names = [str(name) for name in getattr(transform, "view_names", [])]
+    count = getattr(transform, "num_views", 1)
+    return names if len(set(names)) == len(names) == count else [str(i) for i in range(count)]
 
 
 class _ModelState:
@@ -140,10 +152,12 @@ class _ModelState:
         self.values: dict[tuple[str, str], list[torch.Tensor]] = {
             (t, m): [] for t, measures in run.cells.items() for m, _ in measures
         }
-        self.view_names = ["original"] + [
-            f"{t}/{i}" for t in run.cells for i in range(getattr(transforms[t], "num_views", 1))
-        ]
-        self.records: dict[str, ViewRecord] = {}
+        groups = {t: [f"{t}/{name}" for name in view_labels(transforms[t])] for t in run.cells}
+        self.view_names = ["original", *(view for group in groups.values() for view in group)]
+        self.reads = {m: reads_top(measure) for ms in run.cells.values() for m, measure in ms}
+        keep = run.keep
+        self.top = max([keep.topk if keep else 1, *(k for k in self.reads.values() if k)])
+        self.recorder = keep and Recorder(groups, keep.level, self.top, keep.spill)
         self.targets: list[torch.Tensor] = []
         self.correct: list[torch.Tensor] = []
         self.forward_images = 0
@@ -159,7 +173,6 @@ def evaluate(
     device: torch.device,
     amp: bool = False,
     max_views_per_forward: int = 0,
-    per_sample: bool = False,
     label: str = "",
     progress: bool = True,
     channels_last: bool = False,
@@ -177,9 +190,6 @@ def evaluate(
             state.module = state.module.to(memory_format=torch.channels_last)
         if compile:
             state.module = torch.compile(state.module)
-    if per_sample:
-        for state in states:
-            state.records = {name: ViewRecord() for name in state.view_names}
     needed = list(dict.fromkeys(t for state in states for t in state.run.cells))
     indices: list[torch.Tensor] = []
     skipped: list[tuple[int, str]] = []
@@ -220,7 +230,6 @@ def evaluate(
                     device,
                     use_amp,
                     max_views_per_forward,
-                    per_sample,
                 )
     if not indices:
         reason = (
@@ -244,7 +253,6 @@ def _evaluate_batch(
     device: torch.device,
     use_amp: bool,
     max_views_per_forward: int,
-    per_sample: bool,
 ) -> None:
     """One batch through one model: forward over the originals and its transforms' views,
     then each of its measures."""
@@ -268,31 +276,34 @@ def _evaluate_batch(
                 f"model has {logits.shape[1]} outputs"
             )
         logits = logits[:, state.columns]
-    probs = logits.double().softmax(dim=1).split(size)
-    original, view_probs = probs[0], probs[1:]
+    probs = logits.double().softmax(dim=1)
+    classes = probs.shape[1]
+    top_probs, top_indices = probs.topk(min(state.top, classes), dim=1)
+    inputs = {
+        k: (probs if k is None else dense_top(top_indices, top_probs, classes, k)).split(size)
+        for k in set(state.reads.values())
+    }
     target = state.model_targets(labels)
-    if int(target.max()) >= original.shape[1]:  # target is still on the CPU: no sync
+    if int(target.max()) >= classes:  # target is still on the CPU: no sync
         raise InvkitError(
             f"{run.label}: label {int(target.max())} is outside the model's "
-            f"{original.shape[1]} outputs; the model's classes do not match the dataset's"
+            f"{classes} outputs; the model's classes do not match the dataset's"
         )
     state.targets.append(target)
     all_labeled = bool((target >= 0).all())
     target = target.to(device, non_blocking=True)
-    state.correct.append(original.argmax(dim=1) == target)
+    state.correct.append(top_indices[:size, 0] == target)
     known = target if all_labeled else None
-    offset = 0
+    offset = 1
     for t, measures in run.cells.items():
         count = len(views[t])
-        these = view_probs[offset : offset + count]
-        offset += count
         for m, measure in measures:
-            state.values[(t, m)].append(view_average(measure, original, these, known))
-    if per_sample:
-        for name, p in zip(state.view_names, probs, strict=True):
-            conf, pred = p.max(dim=1)
-            state.records[name].prediction.append(pred)
-            state.records[name].confidence.append(conf.float())
+            given = inputs[state.reads[m]]
+            these = given[offset : offset + count]
+            state.values[(t, m)].append(view_average(measure, given[0], these, known))
+        offset += count
+    if state.recorder:
+        state.recorder.add(logits, probs, top_indices, top_probs, size)
 
 
 def _evaluation(
@@ -303,18 +314,15 @@ def _evaluation(
     seconds: float,
 ) -> Evaluation:
     # per-sample results stayed on the device during the pass (no sync per batch); one copy now
-    for record in state.records.values():
-        record.prediction = [torch.cat(record.prediction).cpu()]
-        record.confidence = [torch.cat(record.confidence).cpu()]
     return Evaluation(
         values={key: torch.cat(chunks).cpu() for key, chunks in state.values.items()},
         indices=indices,
         targets=torch.cat(state.targets),
         correct=torch.cat(state.correct).cpu(),
-        views=state.records,
         skipped=skipped,
         upsampled=upsampled,
         images=len(indices),
         forward_images=state.forward_images,
         seconds=seconds,
+        recorder=state.recorder,
     )

@@ -28,6 +28,7 @@ from invkit.errors import InvkitError, InvkitWarning, unwritable_output
 from invkit.markup import code, fenced, md
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, refuse_links, replacing
 from invkit.report_formats import report_html, summary_latex
+from invkit.results.reading import StudyOutputs
 from invkit.store import STORE_NAME, Store, store_files
 
 RESULT_COLUMNS = [
@@ -276,12 +277,14 @@ def render_analyses(
     entries: Mapping[str, Mapping[str, Any]],
     rows: list[dict[str, Any]],
     out_dir: Path,
+    outputs: StudyOutputs | None = None,
 ) -> tuple[
     list[Section], dict[str, tuple[list[str], list[dict[str, Any]]]], dict[str, Any], set[str]
 ]:
     """Report sections, merged CSV tables, analyses.json content and the plots written now,
     each analysis run (or taken from the cache when nothing it depends on changed) and
-    rendered by what it offers."""
+    rendered by what it offers. An analysis that declares ``reads_outputs`` is also given
+    the study's kept outputs, which are then part of its cache key."""
     from invkit.api import component_version
     from invkit.fingerprint import digest
 
@@ -296,10 +299,14 @@ def render_analyses(
             version = component_version("analysis", component)
         except InvkitError:  # an analysis handed in directly, not by name
             version = repr(analysis)
-        key = digest([VERSION, component, version, entry.get("params", {}), rows_digest])
+        reads_outputs = bool(getattr(analysis, "reads_outputs", False))
+        kept = outputs if outputs is not None else StudyOutputs(out_dir, {})
+        depends = [rows_digest, kept.digest() if reads_outputs else None]
+        key = digest([VERSION, component, version, entry.get("params", {}), depends])
         rendered = cache.get(label, key, out_dir)
         if rendered is None:
-            rendered = render_analysis(label, component, analysis(rows), out_dir / "plots")
+            result = analysis(rows, outputs=kept) if reads_outputs else analysis(rows)
+            rendered = render_analysis(label, component, result, out_dir / "plots")
             written.update(Path(path).name for _, path in rendered.section.plots)
         cache.put(label, key, rendered)
         as_json[label] = rendered.as_json
@@ -468,11 +475,12 @@ OWN_TEMPORARY = re.compile(rf"\.[A-Za-z0-9_-]+\.(png|pdf)\.\d+{re.escape(TEMPORA
 def output_names() -> list[str]:
     """What invkit reads, writes in or through in an output folder, besides the report's
     files it replaces whole: the store's files, the lock, the write probe, the report cache,
-    ``plots/``. None of them may be a symbolic link."""
+    ``plots/`` and ``outputs/``. None of them may be a symbolic link."""
     from invkit.lock import LOCK_NAME
     from invkit.paths import PROBE_NAME
+    from invkit.results.outputs import FOLDER
 
-    return [*store_files(), LOCK_NAME, PROBE_NAME, ReportCache.NAME, "plots"]
+    return [*store_files(), LOCK_NAME, PROBE_NAME, ReportCache.NAME, "plots", FOLDER]
 
 
 def _is_own(path: Path, recorded: str) -> bool:
@@ -542,7 +550,8 @@ def write_report(
     except OSError as error:
         raise unwritable_output(plots_dir, error) from None
     entries = {a["name"]: a for a in config["analyses"]}
-    sections, tables, as_json, written = render_analyses(analyses, entries, rows, out_dir)
+    outputs = StudyOutputs(out_dir, store.outputs())
+    sections, tables, as_json, written = render_analyses(analyses, entries, rows, out_dir, outputs)
     paths = {"results": out_dir / "results.csv"}
     _write_csv(paths["results"], RESULT_COLUMNS, table)
     for name, (columns, table_rows) in tables.items():

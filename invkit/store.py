@@ -27,9 +27,10 @@ from typing import Any
 from invkit.errors import InvkitError, StorageError
 from invkit.paths import refuse_links
 from invkit.plugin.passes import Cell
+from invkit.results.outputs import OutputRecord
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,11 +48,13 @@ CREATE TABLE IF NOT EXISTS samples (
     idx INTEGER NOT NULL, value REAL,
     PRIMARY KEY (model, dataset, transform, measure, idx)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS predictions (
-    model TEXT NOT NULL, dataset TEXT NOT NULL, view TEXT NOT NULL, idx INTEGER NOT NULL,
-    target INTEGER, prediction INTEGER, confidence REAL, correct INTEGER,
-    PRIMARY KEY (model, dataset, view, idx)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outputs (
+    model TEXT NOT NULL, dataset TEXT NOT NULL, transform TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
+    level TEXT NOT NULL, topk INTEGER NOT NULL, classes INTEGER NOT NULL,
+    images INTEGER NOT NULL, finished TEXT NOT NULL,
+    PRIMARY KEY (model, dataset, transform)
+);
 CREATE TABLE IF NOT EXISTS bad_images (
     model TEXT NOT NULL, dataset TEXT NOT NULL, idx INTEGER NOT NULL, error TEXT NOT NULL,
     PRIMARY KEY (model, dataset, idx)
@@ -68,6 +71,7 @@ CREATE TABLE IF NOT EXISTS failures (
 
 
 CELL_COLUMNS = [f.name for f in fields(Cell)]
+OUTPUT_COLUMNS = [f.name for f in fields(OutputRecord)]
 
 
 def store_files(name: str = STORE_NAME) -> tuple[str, str, str]:
@@ -202,12 +206,12 @@ class Store:
         self,
         cells: Iterable[Cell],
         samples: dict[tuple[str, str, str, str], tuple[list[int], list[float]]],
-        predictions: list[tuple[Any, ...]],
+        outputs: Sequence[OutputRecord] = (),
         bad_images: Sequence[tuple[int, str]] = (),
         preprocessing: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write one model × dataset pass: cells, per-sample values, predictions, bad images,
-        and the preprocessing the model used."""
+        """Write one model × dataset pass: cells, per-sample values, the record of its kept
+        outputs file (written before), bad images, and the preprocessing the model used."""
         cells = list(cells)
         finished = now()
         with self.transaction() as db:
@@ -234,16 +238,11 @@ class Store:
                     "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?)",
                     ((*key, i, v) for i, v in zip(indices, values, strict=True)),
                 )
-            if predictions:
-                model, dataset = predictions[0][0], predictions[0][1]
-                views = sorted({p[2] for p in predictions})
-                db.executemany(
-                    "DELETE FROM predictions WHERE model=? AND dataset=? AND view=?",
-                    ((model, dataset, v) for v in views),
-                )
-                db.executemany(
-                    "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", predictions
-                )
+            db.executemany(
+                f"INSERT OR REPLACE INTO outputs ({', '.join(OUTPUT_COLUMNS)}, finished) "
+                f"VALUES ({', '.join('?' * (len(OUTPUT_COLUMNS) + 1))})",
+                ((*astuple(record), finished) for record in outputs),
+            )
             if cells:
                 pair = (cells[0].model, cells[0].dataset)
                 db.execute("DELETE FROM failures WHERE model=? AND dataset=?", pair)
@@ -252,6 +251,18 @@ class Store:
                     "INSERT INTO bad_images VALUES (?, ?, ?, ?)",
                     ((*pair, index, error) for index, error in bad_images),
                 )
+
+    def outputs(self) -> dict[tuple[str, str, str], OutputRecord]:
+        """The kept outputs the store records, by (model, dataset, transform), oldest first."""
+        columns = ", ".join(OUTPUT_COLUMNS)
+        rows = self.connection.execute(f"SELECT {columns} FROM outputs ORDER BY rowid")
+        records = (OutputRecord(*row) for row in rows)
+        return {(r.model, r.dataset, r.transform): r for r in records}
+
+    def forget_outputs(self, files: Iterable[str]) -> None:
+        """Drop the records of these outputs files (missing or damaged ones)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM outputs WHERE file = ?", ((name,) for name in files))
 
     def record_failure(self, model: str, dataset: str, error: str, traceback: str | None) -> None:
         with self.transaction() as db:

@@ -128,9 +128,11 @@ def test_a_subset_of_passes_runs_into_the_same_store_and_a_smoke_run_stores_noth
     subset = run_cli(
         "study", str(config), "--models", "linear", "--datasets", "d0", "--no-progress"
     )
-    assert "1 cell(s) computed in 1 pass(es), 0 reused" in subset.stdout
+    assert "1 cell(s) computed in 1 pass(es), 0 from kept outputs, 0 reused" in subset.stdout
     full = run_cli("study", str(config), "--no-progress")
-    assert "3 cell(s) computed in 3 pass(es), 1 reused" in full.stdout  # same fingerprints
+    assert (
+        "3 cell(s) computed in 3 pass(es), 0 from kept outputs, 1 reused" in full.stdout
+    )  # same fingerprints
     wrong = run_cli("study", str(config), "--models", "lineer", check=False)
     assert wrong.returncode == 1
     assert "--models names 'lineer', which the config does not list; its models: linear" in (

@@ -207,7 +207,10 @@ def test_killing_the_driver_and_rerunning_resumes_without_recomputing(tmp_path, 
     (kept,) = sqlite3.connect(store).execute("SELECT COUNT(*) FROM cells").fetchone()
     assert 1 <= kept < 3
     rerun = run_cli("study", str(config), "--no-progress", "--ray-address", ray_cluster)
-    assert f"{3 - kept} cell(s) computed in {3 - kept} pass(es), {kept} reused" in rerun.stdout
+    assert (
+        f"{3 - kept} cell(s) computed in {3 - kept} pass(es), 0 from kept outputs, {kept} reused"
+        in rerun.stdout
+    )
 
 
 def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):

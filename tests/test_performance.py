@@ -198,7 +198,10 @@ def test_workers_and_models_per_pass_on_the_command_line(tmp_path):
     assert bad.returncode == 2 and "'many' is neither auto nor an integer >= 0" in bad.stderr
     done = run_cli("study", str(config), "--out", str(tmp_path / "o"), "--workers", "auto",
                    "--models-per-pass", "1", "--no-progress")  # fmt: skip
-    assert "1 cell(s) computed in 1 pass(es), 0 reused; 32 images decoded" in done.stdout
+    assert (
+        "1 cell(s) computed in 1 pass(es), 0 from kept outputs, 0 reused; 32 images decoded"
+        in done.stdout
+    )
 
 
 def test_reduced_decoding_reads_jpegs_smaller_but_never_below_the_resize(tmp_path):

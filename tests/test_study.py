@@ -123,7 +123,7 @@ def study_dir(tmp_path_factory) -> Path:
 def finished(study_dir) -> Path:
     """The study run once, for real, through the CLI in a subprocess."""
     result = run_cli("study", str(study_dir / "study.toml"), "--per-sample", "--no-progress")
-    assert "36 cell(s) computed in 6 pass(es), 0 reused" in result.stdout
+    assert "36 cell(s) computed in 6 pass(es), 0 from kept outputs, 0 reused" in result.stdout
     return study_dir / "out"
 
 
@@ -295,35 +295,21 @@ def test_per_sample_values_are_stored(finished):
     assert mean == pytest.approx(
         float(results[("linear", "digits", "rotation", "ei")]["value"]), abs=1e-9
     )
-    views = dict(
-        db.execute(
-            "SELECT view, COUNT(*) FROM predictions WHERE model='effnet' AND dataset='folder' "
-            "GROUP BY view"
-        )
+    kept = invkit.load_outputs(finished, "effnet", "folder")  # per-view predictions
+    assert kept.views == ["original", "rotation/90", "rotation/180", "rotation/270", "grayscale/0"]
+    assert {view: len(kept.top_indices[view]) for view in kept.views} == dict.fromkeys(
+        kept.views, 12
     )
-    assert views == {
-        "original": 12,
-        "rotation/0": 12,
-        "rotation/1": 12,
-        "rotation/2": 12,
-        "grayscale/0": 12,
-    }
-    (accuracy,) = db.execute(
-        "SELECT AVG(correct) FROM predictions "
-        "WHERE model='effnet' AND dataset='folder' AND view='original'"
-    ).fetchone()
-    assert accuracy == pytest.approx(
+    assert kept.accuracy == pytest.approx(
         float(results[("effnet", "folder", "rotation", "ei")]["accuracy"])
     )
-    (unlabeled,) = db.execute(
-        "SELECT COUNT(*) FROM predictions WHERE dataset='unlabeled' AND correct IS NOT NULL"
-    ).fetchone()
-    assert unlabeled == 0
+    unlabeled = invkit.load_outputs(finished, "linear", "unlabeled")
+    assert unlabeled.accuracy is None and (unlabeled.targets == -1).all()
 
 
 def test_rerun_reuses_everything_and_report_rerenders(study_dir, finished):
     rerun = run_cli("study", str(study_dir / "study.toml"), "--per-sample", "--no-progress")
-    assert "0 cell(s) computed in 0 pass(es), 36 reused" in rerun.stdout
+    assert "0 cell(s) computed in 0 pass(es), 0 from kept outputs, 36 reused" in rerun.stdout
     (finished / "report.md").unlink()
     run_cli("report", str(finished))
     assert "## folder" in (finished / "report.md").read_text()

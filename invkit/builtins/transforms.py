@@ -68,6 +68,10 @@ class Rotation(Transform):
     def num_views(self) -> int:
         return len(self.angles)
 
+    @property
+    def view_names(self) -> list[str]:
+        return [f"{angle:g}" for angle in self.angles]
+
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         _check_batch(self.name, images)
         return [self._rotate(images, angle) for angle in self.angles]

@@ -31,6 +31,12 @@ class Transform:
     def num_views(self) -> int:
         raise NotImplementedError
 
+    @property
+    def view_names(self) -> list[str]:
+        """A short distinct name per view, as kept outputs name them (``rotation/90``);
+        optional: the views' positions (``0``, ``1``, ...) by default."""
+        return [str(i) for i in range(self.num_views)]
+
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 

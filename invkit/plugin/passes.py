@@ -78,6 +78,9 @@ class PassSpec:
     run: RunOptions
     progress: bool = False  # a progress bar (in a terminal, when the pass runs in the driver)
     shared: tuple[PassSpec, ...] = ()
+    kept_file: str = ""  # the outputs file to keep (its name in outputs/); "": keep nothing
+    kept_views: tuple[tuple[str, str], ...] = ()  # (transform, fingerprint of its outputs)
+    staging: str = ""  # the study's staging folder, where a pass writes ``full`` outputs
 
     @property
     def members(self) -> tuple[PassSpec, ...]:
@@ -92,15 +95,33 @@ class PassSpec:
 
 
 @dataclass
+class KeptOutputs:
+    """A pass's kept outputs, on their way to the driver: the arrays themselves (``summary``,
+    small), or the name of the file the pass wrote into the staging folder, with its SHA-256
+    (``full``), which the driver verifies before adopting it."""
+
+    file: str  # the name it takes in outputs/
+    level: str
+    topk: int
+    classes: int
+    images: int
+    views: dict[str, str]  # transform → fingerprint of its outputs
+    metadata: dict[str, str]
+    arrays: dict[str, Any] | None = None  # name → numpy array, in the file's order
+    staged: str = ""
+    sha256: str = ""
+    bytes: int = 0
+
+
+@dataclass
 class PassResult:
-    """What one pass produced: its cells, per-sample values and per-view predictions (with
-    ``per_sample``), the images it could not read, and figures for its log line."""
+    """What one pass produced: its cells, per-sample values (with ``per_sample``), its kept
+    outputs, the images it could not read, and figures for its log line."""
 
     model: str
     dataset: str
     cells: list[Cell]
     samples: dict[tuple[str, str, str, str], tuple[list[int], list[float]]]
-    predictions: list[tuple[Any, ...]]
     skipped: list[tuple[int, str]]
     images: int
     forward_images: int
@@ -108,12 +129,13 @@ class PassResult:
     accuracy: float | None
     matching: str
     upsampled: int
-    input_size: tuple[int, int, int]
+    input_size: tuple[int, int, int] = (0, 0, 0)  # the model's (none when read from outputs)
     bad_files: list[str] = field(default_factory=list)  # the skipped images, by path
     device: str = ""
     shared: list[PassResult] = field(default_factory=list)  # one per PassSpec.shared
     decoded: int = 0  # images the pass read and decoded (once for all its models)
     preprocessing: dict[str, Any] = field(default_factory=dict)  # what the model actually used
+    kept: KeptOutputs | None = None
 
     @property
     def members(self) -> list[PassResult]:

@@ -10,8 +10,11 @@ process, so consecutive passes of the same models do not load them again.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -19,13 +22,14 @@ import torch
 from invkit.aggregate import summarize
 from invkit.api import get_component, get_measure, get_shift, get_transform
 from invkit.checkpoints import trusted_checkpoints
-from invkit.classes import LabelPlan, plan_labels
+from invkit.classes import plan_labels
 from invkit.data import PreparedDataset, make_loader, subset_indices
-from invkit.engine import Evaluation, ModelRun, evaluate, resolve_device
+from invkit.engine import Evaluation, Keep, ModelRun, evaluate, resolve_device
 from invkit.errors import InvkitError, described, listing
 from invkit.plugin.components import LoadedModel, Preprocessing
 from invkit.plugin.passes import Cell, PassResult, PassSpec, Resolved
 from invkit.preprocessing import checked_model
+from invkit.run.kept import kept_outputs, spill_folder
 
 DATASETS_KEPT = 4
 
@@ -102,22 +106,6 @@ def load_dataset_for(dataset: Resolved) -> Any:
     return _dataset_cache[key]
 
 
-def _prediction_rows(spec: PassSpec, evaluation: Evaluation) -> list[tuple[Any, ...]]:
-    rows = []
-    targets = evaluation.targets.tolist()
-    indices = evaluation.indices.tolist()
-    for view, record in evaluation.views.items():
-        predictions = torch.cat(record.prediction).tolist()
-        confidences = torch.cat(record.confidence).tolist()
-        for idx, target, prediction, confidence in zip(
-            indices, targets, predictions, confidences, strict=True
-        ):
-            correct = None if target < 0 else int(prediction == target)
-            row = (spec.model.name, spec.dataset.name, view, idx, target, prediction)
-            rows.append((*row, confidence, correct))
-    return rows
-
-
 def auto_workers(images: int, batch_size: int, device: torch.device) -> int:
     """``run.workers = "auto"``: on a GPU, half the cores (1 to 8) decode while it runs the
     forward passes. On the CPU none: the forward passes already use every core, and workers
@@ -179,55 +167,64 @@ def run_pass(spec: PassSpec) -> PassResult:
     if workers == "auto":
         workers = auto_workers(len(prepared), run.batch_size, device)
     loader = make_loader(prepared, run.batch_size, workers, pin=device.type == "cuda")
-    model_runs = []
-    for member, loaded, plan in zip(members, models, plans, strict=True):
-        cells: dict[str, list[tuple[str, Any]]] = {}
-        for t, m, _ in member.cells:
-            cells.setdefault(t, []).append((m, measures[m]))
-        model_runs.append(ModelRun(loaded, cells, plan.logit_index, plan.targets, member.label))
-    evaluations = evaluate(
-        model_runs,
-        loader,
-        transforms,
-        device,
-        amp=run.amp,
-        max_views_per_forward=run.max_views_per_forward,
-        per_sample=run.per_sample,
-        label=spec.label,
-        progress=spec.progress,
-        channels_last=run.channels_last and device.type == "cuda",
-        compile=run.compile,
-    )
-    describe = getattr(data, "describe", lambda i: f"image {i}")
-    skipped = evaluations[0].skipped
-    bad_files = [describe(index) for index, _ in skipped]
-    if bad_files and not run.skip_bad_images:
-        raise InvkitError(
-            f"{spec.label}: {len(bad_files)} unreadable image(s): {listing(bad_files)} "
-            f"(e.g. {skipped[0][1]}); fix or remove them, or run with --skip-bad-images to "
-            "record and skip them (`invkit check --images` finds them all before a study)"
+    with ExitStack() as cleanup:  # a failed pass leaves no spilled logits behind
+        model_runs = []
+        for member, loaded, plan in zip(members, models, plans, strict=True):
+            cells: dict[str, list[tuple[str, Any]]] = {t.name: [] for t in member.transforms}
+            for t, m, _ in member.cells:
+                cells.setdefault(t, []).append((m, measures[m]))
+            keep = None
+            if member.kept_file:
+                spill = spill_folder(member.staging) if run.outputs == "full" else None
+                if spill is not None:
+                    cleanup.callback(shutil.rmtree, spill, ignore_errors=True)
+                keep = Keep(run.outputs, run.outputs_topk, spill)
+            model_runs.append(
+                ModelRun(loaded, cells, plan.logit_index, plan.targets, member.label, keep)
+            )
+        evaluations = evaluate(
+            model_runs,
+            loader,
+            transforms,
+            device,
+            amp=run.amp,
+            max_views_per_forward=run.max_views_per_forward,
+            label=spec.label,
+            progress=spec.progress,
+            channels_last=run.channels_last and device.type == "cuda",
+            compile=run.compile,
         )
-    results = [
-        _result(member, loaded, plan, evaluation, measures, bad_files, device)
-        for member, loaded, plan, evaluation in zip(
-            members, models, plans, evaluations, strict=True
-        )
-    ]
-    results[0].shared = results[1:]
-    results[0].decoded = len(prepared)
-    return results[0]
+        describe = getattr(data, "describe", lambda i: f"image {i}")
+        skipped = evaluations[0].skipped
+        bad_files = [describe(index) for index, _ in skipped]
+        if bad_files and not run.skip_bad_images:
+            raise InvkitError(
+                f"{spec.label}: {len(bad_files)} unreadable image(s): {listing(bad_files)} "
+                f"(e.g. {skipped[0][1]}); fix or remove them, or run with --skip-bad-images to "
+                "record and skip them (`invkit check --images` finds them all before a study)"
+            )
+        results = [
+            pass_result(member, plan.method, evaluation, measures, bad_files)
+            for member, plan, evaluation in zip(members, plans, evaluations, strict=True)
+        ]
+        for result, loaded in zip(results, models, strict=True):
+            result.input_size = tuple(loaded.preprocessing.input_size)
+            result.device = str(device)
+            result.preprocessing = model_input(loaded.preprocessing)
+        results[0].shared = results[1:]
+        results[0].decoded = len(prepared)
+        return results[0]
 
 
-def _result(
+def pass_result(
     spec: PassSpec,
-    loaded: LoadedModel,
-    plan: LabelPlan,
+    matching: str,
     evaluation: Evaluation,
     measures: dict[str, Any],
     bad_files: list[str],
-    device: torch.device,
 ) -> PassResult:
-    """One model's ``PassResult``: a cell per (transform, measure), summarized."""
+    """One model's ``PassResult`` from its ``Evaluation`` (made by a pass, or read from kept
+    outputs): a cell per (transform, measure), summarized, and the outputs it kept."""
     run = spec.run
     fingerprints = {(t, m): fingerprint for t, m, fingerprint in spec.cells}
     cells, samples = [], {}
@@ -250,28 +247,35 @@ def _result(
                 higher_is_invariant=getattr(measures[m], "higher_is_invariant", None),
                 per_sample=run.per_sample,
                 seconds=evaluation.seconds,
-                matching=plan.method,
+                matching=matching,
             )
         )
         if run.per_sample:
             samples[key] = (evaluation.indices.tolist(), values.tolist())
+    kept = None
+    if evaluation.recorder is not None:
+        metadata = {
+            "matching": matching,
+            "skipped": json.dumps(evaluation.skipped),
+            "bad_files": json.dumps(bad_files),
+        }
+        kept = kept_outputs(
+            spec, evaluation.recorder, evaluation.indices, evaluation.targets, metadata
+        )
     return PassResult(
         model=spec.model.name,
         dataset=spec.dataset.name,
         cells=cells,
         samples=samples,
-        predictions=_prediction_rows(spec, evaluation),
         skipped=evaluation.skipped,
         images=evaluation.images,
         forward_images=evaluation.forward_images,
         seconds=evaluation.seconds,
         accuracy=evaluation.accuracy,
-        matching=plan.method,
+        matching=matching,
         upsampled=evaluation.upsampled,
         bad_files=bad_files,
-        input_size=tuple(loaded.preprocessing.input_size),
-        device=str(device),
-        preprocessing=model_input(loaded.preprocessing),
+        kept=kept,
     )
 
 

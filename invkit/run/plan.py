@@ -8,6 +8,7 @@ config costs seconds, not the hours of a study.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,8 @@ from invkit.fingerprint import digest, path_digest
 from invkit.paths import resolve_path
 from invkit.plugin.passes import Cell, PassSpec, Resolved
 from invkit.preprocessing import check_channels
+from invkit.results.outputs import OutputRecord, reads_top
+from invkit.run.kept import KeptJob
 
 RELATIVE = " (relative paths in a config are taken from the config file's folder)"
 
@@ -107,6 +110,10 @@ class StudyPlan:
         self.device = resolve_device(config.run.device)
         self.transforms = _build("transforms", config.transforms, get_transform, problems)
         self.measures = _build("measures", config.measures, get_measure, problems)
+        self.reads: dict[str, int | None] = {}  # measure → what it reads: top-k, or None (all)
+        for label, measure in self.measures.items():
+            with problems.at(f"measures[{label!r}]"):
+                self.reads[label] = reads_top(measure)
         self.analyses = _build("analyses", config.analyses, get_analysis, problems)
         with problems.at("run.executor"):
             self.executor = get_executor(config.run.executor, **config.run.executor_params)
@@ -229,20 +236,38 @@ class StudyPlan:
         except InvkitError as error:
             raise _context(where, error) from None
 
+    def _pass_print(self, model: Resolved, dataset: Resolved) -> dict[str, Any]:
+        """What determines every output of a model on a dataset."""
+        return {
+            "invkit": __version__,
+            "model": model.fingerprint,
+            "dataset": dataset.fingerprint,
+            "amp": autocast_enabled(self.run.amp, self.device),
+            "skip_bad_images": self.run.skip_bad_images,
+            "pixels": [PIPELINE_VERSION, self.run.reduced_decoding],
+        }
+
     def cell_fingerprint(
         self, model: Resolved, dataset: Resolved, transform: ComponentEntry, measure: ComponentEntry
     ) -> str:
         return digest(
             {
-                "invkit": __version__,
-                "model": model.fingerprint,
-                "dataset": dataset.fingerprint,
+                **self._pass_print(model, dataset),
                 "transform": self._component_print("transform", transform),
                 "measure": self._component_print("measure", measure),
-                "amp": autocast_enabled(self.run.amp, self.device),
                 "bootstrap": [self.run.bootstrap, self.run.seed],
-                "skip_bad_images": self.run.skip_bad_images,
-                "pixels": [PIPELINE_VERSION, self.run.reduced_decoding],
+            }
+        )
+
+    def outputs_fingerprint(
+        self, model: Resolved, dataset: Resolved, transform: ComponentEntry
+    ) -> str:
+        """What determines a transform's kept outputs (and the original's beside them)."""
+        return digest(
+            {
+                **self._pass_print(model, dataset),
+                "transform": self._component_print("transform", transform),
+                "outputs": "outputs",
             }
         )
 
@@ -252,41 +277,121 @@ class StudyPlan:
         return list(dict.fromkeys(specs))  # each once, in config order
 
     def passes(
-        self, stored: Mapping[tuple[str, str, str, str], Cell], damaged: set[tuple[str, ...]]
-    ) -> tuple[list[PassSpec], int]:
-        """The passes with cells the store lacks (or holds stale or damaged), and how many
-        cells it already holds."""
-        specs, reused = [], 0
-        per_sample = self.run.per_sample
+        self,
+        stored: Mapping[tuple[str, str, str, str], Cell],
+        damaged: set[tuple[str, ...]],
+        kept: Mapping[tuple[str, str, str], OutputRecord] | None = None,
+    ) -> tuple[list[PassSpec], int, list[KeptJob]]:
+        """The passes with cells the store lacks (or holds stale or damaged), how many cells
+        it already holds, and the cells to compute from kept outputs instead of a pass.
+
+        A missing cell comes from kept outputs when they hold what its measure reads. A
+        transform runs in a pass when one of its cells cannot, or when its kept outputs are
+        less than ``run.outputs`` asks (a pass then keeps them, even with no cell to
+        compute)."""
+        kept = kept or {}
+        specs, jobs, reused = [], [], 0
         for model in self.models:
             for dataset in self.datasets:
-                cells = []
-                for transform in self.config.transforms:
-                    for measure in self.config.measures:
-                        fingerprint = self.cell_fingerprint(model, dataset, transform, measure)
-                        key = (model.name, dataset.name, transform.name, measure.name)
-                        cell = stored.get(key)
-                        if (
-                            cell is not None
-                            and key not in damaged
-                            and cell.fingerprint == fingerprint
-                            and (cell.per_sample or not per_sample)
-                        ):
-                            reused += 1
-                        else:
-                            cells.append((transform.name, measure.name, fingerprint))
-                if cells:
-                    needed = {t for t, _, _ in cells}, {m for _, m, _ in cells}
-                    specs.append(
-                        PassSpec(
-                            model=model,
-                            dataset=dataset,
-                            transforms=tuple(
-                                t for t in self.config.transforms if t.name in needed[0]
-                            ),
-                            measures=tuple(m for m in self.config.measures if m.name in needed[1]),
-                            cells=tuple(cells),
-                            run=self.run,  # "auto" resolves where the pass runs
-                        )
-                    )
-        return specs, reused
+                files = self._kept_for(model, dataset, kept)
+                missing = self._missing(model, dataset, stored, damaged)
+                rerun = {
+                    t.name
+                    for t in self.config.transforms
+                    if self.run.outputs != "none"
+                    and not (t.name in files and files[t.name].covers(*self._keep()))
+                }
+                rerun |= {
+                    t for t, m, _ in missing if t not in files or not files[t].serves(self.reads[m])
+                }
+                from_files: dict[str, list[tuple[str, str, str]]] = {}
+                for t, m, fingerprint in missing:
+                    if t not in rerun:
+                        from_files.setdefault(files[t].file, []).append((t, m, fingerprint))
+                cells = [(t, m, fingerprint) for t, m, fingerprint in missing if t in rerun]
+                reused += len(self.config.transforms) * len(self.config.measures) - len(missing)
+                if rerun:
+                    specs.append(self._pass_spec(model, dataset, cells, rerun))
+                records = {record.file: record for record in files.values()}
+                jobs += [
+                    KeptJob(self._pass_spec(model, dataset, file_cells), records[file])
+                    for file, file_cells in from_files.items()
+                ]
+        return specs, reused, jobs
+
+    def _keep(self) -> tuple[str, int]:
+        return self.run.outputs, self.run.outputs_topk
+
+    def _kept_for(
+        self,
+        model: Resolved,
+        dataset: Resolved,
+        kept: Mapping[tuple[str, str, str], OutputRecord],
+    ) -> dict[str, OutputRecord]:
+        """The kept outputs of a model × dataset, by transform, that are still current."""
+        files = {}
+        for transform in self.config.transforms:
+            record = kept.get((model.name, dataset.name, transform.name))
+            current = self.outputs_fingerprint(model, dataset, transform)
+            if record is not None and record.fingerprint == current:
+                files[transform.name] = record
+        return files
+
+    def _missing(
+        self,
+        model: Resolved,
+        dataset: Resolved,
+        stored: Mapping[tuple[str, str, str, str], Cell],
+        damaged: set[tuple[str, ...]],
+    ) -> list[tuple[str, str, str]]:
+        """The cells of a model × dataset the store lacks, or holds stale or damaged."""
+        missing = []
+        for transform in self.config.transforms:
+            for measure in self.config.measures:
+                fingerprint = self.cell_fingerprint(model, dataset, transform, measure)
+                key = (model.name, dataset.name, transform.name, measure.name)
+                cell = stored.get(key)
+                if (
+                    cell is None
+                    or key in damaged
+                    or cell.fingerprint != fingerprint
+                    or (self.run.per_sample and not cell.per_sample)
+                ):
+                    missing.append((transform.name, measure.name, fingerprint))
+        return missing
+
+    def _pass_spec(
+        self,
+        model: Resolved,
+        dataset: Resolved,
+        cells: list[tuple[str, str, str]],
+        rerun: set[str] | None = None,
+    ) -> PassSpec:
+        """The pass over the transforms ``rerun`` computing ``cells``, keeping its outputs
+        (unless ``run.outputs`` is "none"); without ``rerun``, the job on kept outputs
+        computing ``cells``."""
+        names = rerun or {t for t, _, _ in cells}, {m for _, m, _ in cells}
+        transforms = tuple(t for t in self.config.transforms if t.name in names[0])
+        views = tuple((t.name, self.outputs_fingerprint(model, dataset, t)) for t in transforms)
+        keeping = rerun is not None and self.run.outputs != "none"
+        name = outputs_name(model.name, dataset.name, [views, *self._keep()])
+        return PassSpec(
+            model=model,
+            dataset=dataset,
+            transforms=transforms,
+            measures=tuple(m for m in self.config.measures if m.name in names[1]),
+            cells=tuple(cells),
+            run=self.run,  # "auto" resolves where the pass runs
+            kept_file=name if keeping else "",
+            kept_views=views if keeping else (),
+        )
+
+
+def outputs_name(model: str, dataset: str, content: Any) -> str:
+    """An outputs file's name: readable (model and dataset, reduced to safe characters) and
+    unique (a digest of what it holds)."""
+    return f"{_slug(model)}__{_slug(dataset)}__{digest(content)[:16]}.safetensors"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:40] or "x"

@@ -22,6 +22,8 @@ from invkit.errors import InvkitError, StorageError, listing, unwritable_output
 from invkit.lock import exclusive
 from invkit.paths import check_writable, refuse_links, resolve_path
 from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
+from invkit.results import outputs as kept_files
+from invkit.run.kept import KeptJob, evaluation_from_outputs
 from invkit.run.plan import Problems, StudyPlan
 from invkit.run.sharing import ModelInput, share_decoding
 from invkit.store import STORE_NAME, Store, store_files
@@ -44,6 +46,7 @@ class StudyOutcome:
     out_dir: Path
     computed: int = 0
     reused: int = 0
+    from_outputs: int = 0  # cells computed from kept outputs, with no forward pass
     passes: int = 0
     forward_images: int = 0
     decoded: int = 0  # images read and decoded (once for all the models sharing a pass)
@@ -143,6 +146,12 @@ def _chosen(section: str, names: Sequence[str], entries: tuple[Any, ...]) -> set
     return set(names)
 
 
+def each_member(spec: PassSpec, **changes: Any) -> PassSpec:
+    """``spec`` with ``changes`` made to it and to every pass bundled with it."""
+    shared = tuple(dataclasses.replace(member, **changes) for member in spec.shared)
+    return dataclasses.replace(spec, shared=shared, **changes)
+
+
 def failure_message(outcome: JobOutcome) -> str:
     error = outcome.error
     if isinstance(error, SystemExit):
@@ -231,21 +240,71 @@ class Study:
                 store = Store(path)
                 try:
                     remove_report_plots(self.out_dir, store)
+                    kept_files.remove_unused(self.out_dir, store.outputs().values(), ())
                 finally:
                     store.close()
         for name in (*store_files(), *OUTPUT_FILES):
             (self.out_dir / name).unlink(missing_ok=True)
-        with suppress(OSError):  # only when empty: what is left there is not invkit's
-            (self.out_dir / "plots").rmdir()
+        outputs = kept_files.folder(self.out_dir)
+        for folder in (self.out_dir / "plots", outputs / kept_files.STAGING, outputs):
+            with suppress(OSError):  # only when empty: what is left there is not invkit's
+                folder.rmdir()
 
-    def _chosen_passes(self, specs: list[PassSpec]) -> list[PassSpec]:
+    def _chosen_passes(self, specs: list[Any]) -> list[Any]:
+        """The passes (or jobs on kept outputs) of the models and datasets chosen to run."""
         models, datasets = self.only
-        return [
-            spec
-            for spec in specs
-            if (not models or spec.model.name in models)
-            and (not datasets or spec.dataset.name in datasets)
-        ]
+
+        def chosen(spec: PassSpec) -> bool:
+            return (not models or spec.model.name in models) and (
+                not datasets or spec.dataset.name in datasets
+            )
+
+        return [s for s in specs if chosen(s.spec if isinstance(s, KeptJob) else s)]
+
+    def _plan(
+        self, store: Store | None, damaged: set[tuple[str, ...]]
+    ) -> tuple[list[PassSpec], int, list[KeptJob]]:
+        """The passes to run and the cells to compute from kept outputs, whose files are
+        verified first: a missing or damaged file is forgotten, with a warning naming it, and
+        its cells run in passes again."""
+        keeping = self.config.run.outputs != "none"
+        if keeping or kept_files.folder(self.out_dir).is_dir():
+            kept_files.prepare_folder(self.out_dir)
+        cells = store.cells() if store else {}
+        kept = store.outputs() if store else {}
+        bad = self._bad_files(kept.values(), deep=False)
+        specs, reused, jobs = self.plan.passes(cells, damaged, self._without(kept, bad))
+        jobs = self._chosen_passes(jobs)
+        deep = self._bad_files([job.record for job in jobs], deep=True)
+        if deep:
+            bad |= deep
+            specs, reused, jobs = self.plan.passes(cells, damaged, self._without(kept, bad))
+            jobs = self._chosen_passes(jobs)
+        if bad and store is not None:
+            store.forget_outputs(bad)
+        staging = str(kept_files.folder(self.out_dir) / kept_files.STAGING) if keeping else ""
+        specs = [each_member(s, staging=staging) for s in self._chosen_passes(specs)]
+        return specs, reused, jobs
+
+    @staticmethod
+    def _without(kept: dict[Any, Any], files: set[str]) -> dict[Any, Any]:
+        return {key: record for key, record in kept.items() if record.file not in files}
+
+    def _bad_files(self, records: Any, deep: bool) -> set[str]:
+        """The files of ``records`` that are missing or changed: by size, or (``deep``) by
+        their SHA-256; each named in a warning."""
+        bad = set()
+        for record in {r.file: r for r in records}.values():
+            path = kept_files.folder(self.out_dir) / record.file
+            try:
+                if deep:
+                    kept_files.verified(self.out_dir, record)
+                elif not path.is_file() or path.stat().st_size != record.bytes:
+                    raise InvkitError(f"kept outputs {path} are missing or cut short")
+            except InvkitError as error:
+                self.echo(f"invkit: warning: {error}; its cells are computed again")
+                bad.add(record.file)
+        return bad
 
     def _execute(
         self, specs: list[PassSpec], outcome: StudyOutcome
@@ -305,6 +364,7 @@ class Study:
         nothing written."""
         outcome = StudyOutcome(self.out_dir)
         specs = self._chosen_passes(self.plan.passes({}, set())[0])
+        specs = [each_member(spec, kept_file="", kept_views=()) for spec in specs]
         self.echo(
             f"invkit: smoke run of {model_passes(specs)} pass(es) on at most {self.smoke_limit} "
             "image(s) per dataset; nothing is stored"
@@ -334,15 +394,14 @@ class Study:
             store = Store(path) if path.is_file() else None  # created only once checks pass
             try:
                 damaged = set(store.damaged()) if store else set()
-                specs, reused = self.plan.passes(store.cells() if store else {}, damaged)
-                specs = self._chosen_passes(specs)
+                specs, reused, jobs = self._plan(store, damaged)
                 code = self.plan.code()
                 if specs and code:
                     self.echo(f"invkit: the config runs this code: {', '.join(code)}")
                 inputs = self._check_pending(specs)
                 specs = share_decoding(specs, inputs, self._models_per_pass())
                 store = store or Store(path)
-                return self._run(store, specs, reused, damaged)
+                return self._run(store, specs, reused, damaged, jobs)
             finally:
                 if store is not None:
                     store.close()
@@ -370,7 +429,12 @@ class Study:
         return inputs
 
     def _run(
-        self, store: Store, specs: list[PassSpec], reused: int, damaged: set[tuple[str, ...]]
+        self,
+        store: Store,
+        specs: list[PassSpec],
+        reused: int,
+        damaged: set[tuple[str, ...]],
+        jobs: Sequence[KeptJob] = (),
     ) -> StudyOutcome:
         from invkit.report import write_report
 
@@ -383,6 +447,8 @@ class Study:
                 f"invkit: warning: stored cell {' × '.join(key)} fails its checksum (the store "
                 "was damaged); it is computed again"
             )
+        if jobs:
+            self._from_outputs(store, jobs, outcome)
         if specs:
             count = model_passes(specs)
             shared = f" (on {len(specs)} decoding(s) shared by models)"
@@ -393,13 +459,7 @@ class Study:
             )
         for spec, result, job in self._execute(specs, outcome):
             if result is not None:
-                store.write_pass(
-                    result.cells,
-                    result.samples,
-                    result.predictions,
-                    result.skipped,
-                    result.preprocessing,
-                )
+                self._store_pass(store, spec, result)
             else:
                 message = failure_message(job)
                 store.record_failure(spec.model.name, spec.dataset.name, message, job.traceback)
@@ -407,6 +467,48 @@ class Study:
         self._note_unlabeled_held_out(store)
         outcome.report = write_report(self.out_dir, store, config, self.plan.analyses)
         return outcome
+
+    def _store_pass(self, store: Store, spec: PassSpec, result: PassResult) -> None:
+        """A pass's kept outputs file put in place, then its cells and the file's record in
+        one transaction; a file no record names any more is removed."""
+        records = []
+        if result.kept is not None:
+            records = kept_files.keep(self.out_dir, result.kept, result.model, result.dataset)
+        before = store.outputs().values()
+        store.write_pass(
+            result.cells, result.samples, records, result.skipped, result.preprocessing
+        )
+        kept_files.remove_unused(self.out_dir, before, store.outputs().values())
+
+    def _from_outputs(self, store: Store, jobs: Sequence[KeptJob], outcome: StudyOutcome) -> None:
+        """The cells kept outputs can give, each job one transaction: no model, no image."""
+        from invkit.run.passes import pass_result
+
+        for job in jobs:
+            try:
+                measures = {m.name: self.plan.measures[m.name] for m in job.spec.measures}
+                evaluation, outputs = evaluation_from_outputs(job, self.out_dir, measures)
+                result = pass_result(
+                    job.spec, outputs.matching, evaluation, measures, outputs.bad_files
+                )
+            except InvkitError as error:
+                message = f"InvkitError: {error}"
+                store.record_failure(job.spec.model.name, job.spec.dataset.name, message, None)
+                outcome.failures.append(
+                    {
+                        "model": job.spec.model.name,
+                        "dataset": job.spec.dataset.name,
+                        "error": message,
+                    }
+                )
+                self.echo(f"invkit: FAILED {job.spec.label} (from kept outputs): {message}")
+                continue
+            store.write_pass(result.cells, result.samples, (), result.skipped)
+            outcome.from_outputs += len(result.cells)
+        self.echo(
+            f"invkit: {outcome.from_outputs} cell(s) from kept outputs in "
+            f"{kept_files.folder(self.out_dir)}, 0 images through the models"
+        )
 
     def _note_unlabeled_held_out(self, store: Store) -> None:
         """``held_out`` hides a test set's labels from the analyses: on a set without labels

@@ -1,0 +1,226 @@
+"""Kept outputs in a study: recorded during a pass, and read back to compute cells without one.
+
+What a measure is given is what it declares it reads (``invkit.results.outputs.reads_top``),
+in a pass and from kept outputs alike: a ``top1`` measure sees softmax rows holding only their
+largest probability (every other class 0), a ``softmax`` measure the whole row. So a cell
+computed from a file equals the cell its pass computed, bit for bit on the same device.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from invkit.aggregate import view_average
+from invkit.errors import InvkitError
+from invkit.plugin.passes import KeptOutputs, PassSpec
+from invkit.results.outputs import (
+    FORMAT,
+    OutputRecord,
+    Outputs,
+    Spilled,
+    read_file,
+    reads_top,
+    verified,
+    write_file,
+)
+
+ROWS_PER_CHUNK = 4096  # rows of kept outputs turned back into softmax rows at a time
+
+
+def dense_top(indices: torch.Tensor, probs: torch.Tensor, classes: int, k: int) -> torch.Tensor:
+    """Softmax rows holding only their ``k`` largest probabilities (the rest 0): what a
+    measure that reads the top-k is given."""
+    rows = torch.zeros(indices.shape[0], classes, dtype=probs.dtype, device=probs.device)
+    return rows.scatter_(1, indices[:, :k].long(), probs[:, :k])
+
+
+class Recorder:
+    """What one model keeps of a pass, view by view: the top-k, log-sum-exp and entropy on the
+    device (copied once at the end), full logits appended to files batch by batch."""
+
+    def __init__(
+        self, transforms: Mapping[str, Sequence[str]], level: str, topk: int, spill: Path | None
+    ):
+        self.transforms = {t: list(views) for t, views in transforms.items()}
+        self.views = ["original", *(view for views in transforms.values() for view in views)]
+        self.level = level
+        self.topk = topk
+        self.spill = spill
+        self.parts: dict[str, list[torch.Tensor]] = {}
+        self.logits: dict[str, Spilled] = {}
+        self.classes = 0
+
+    def add(
+        self,
+        logits: torch.Tensor,
+        probs: torch.Tensor,
+        top_indices: torch.Tensor,
+        top_probs: torch.Tensor,
+        size: int,
+    ) -> None:
+        """One batch: ``size`` images, each view's rows one block after the other."""
+        self.classes = probs.shape[1]
+        k = min(self.topk, self.classes)
+        log_sum = logits.double().logsumexp(dim=1)
+        entropy = torch.special.entr(probs).sum(dim=1)
+        blocks = {
+            "top_indices": top_indices[:, :k].int(),
+            "top_probs": top_probs[:, :k],
+            "logsumexp": log_sum,
+            "entropy": entropy,
+        }
+        for j in range(len(self.views)):
+            rows = slice(j * size, (j + 1) * size)
+            for name, block in blocks.items():
+                self.parts.setdefault(f"v{j}.{name}", []).append(block[rows])
+            if self.level == "full":
+                assert self.spill is not None
+                key = f"v{j}.logits"
+                if key not in self.logits:
+                    self.logits[key] = Spilled(
+                        self.spill / key, np.dtype(np.float32), (self.classes,)
+                    )
+                self.logits[key].append(logits[rows].cpu().numpy())
+
+    def arrays(self, indices: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """Every array of the file, in its order: indices, targets, then view by view."""
+        arrays: dict[str, Any] = {
+            "indices": indices.numpy().astype(np.int64),
+            "targets": targets.numpy().astype(np.int64),
+        }
+        for j in range(len(self.views)):
+            for name in ("top_indices", "top_probs", "logsumexp", "entropy"):
+                arrays[f"v{j}.{name}"] = torch.cat(self.parts[f"v{j}.{name}"]).cpu().numpy()
+            if self.level == "full":
+                arrays[f"v{j}.logits"] = self.logits[f"v{j}.logits"]
+        return arrays
+
+
+def spill_folder(staging: str) -> Path:
+    """A new folder of this pass's own in the study's staging folder (shared with workers)."""
+    root = Path(staging)
+    if not root.is_dir():
+        raise InvkitError(
+            f"run.outputs = 'full' writes each pass's logits into {root}, which this worker "
+            "cannot see; on a cluster the output folder must be shared, at the same path, by "
+            "every worker (or keep 'summary' outputs, which travel with the results)"
+        )
+    path = root / uuid.uuid4().hex
+    path.mkdir()
+    return path
+
+
+def kept_outputs(
+    spec: PassSpec,
+    recorder: Recorder,
+    indices: torch.Tensor,
+    targets: torch.Tensor,
+    metadata: Mapping[str, str],
+) -> KeptOutputs:
+    """The pass's kept outputs: the arrays themselves (``summary``: the driver writes them),
+    or a file the pass wrote into the staging folder (``full``: the driver adopts it)."""
+    meta = {
+        "format": FORMAT,
+        "model": spec.model.name,
+        "dataset": spec.dataset.name,
+        "level": recorder.level,
+        "topk": str(min(recorder.topk, recorder.classes)),
+        "classes": str(recorder.classes),
+        "views": json.dumps(recorder.views),
+        "transforms": json.dumps(recorder.transforms),
+        **metadata,
+    }
+    kept = KeptOutputs(
+        file=spec.kept_file,
+        level=recorder.level,
+        topk=min(recorder.topk, recorder.classes),
+        classes=recorder.classes,
+        images=len(indices),
+        views=dict(spec.kept_views),
+        metadata=meta,
+    )
+    arrays = recorder.arrays(indices, targets)
+    if recorder.level != "full":
+        kept.arrays = arrays
+        return kept
+    assert recorder.spill is not None
+    staged = recorder.spill.with_name(f"{recorder.spill.name}.safetensors")
+    try:
+        kept.sha256, kept.bytes = write_file(staged, arrays, meta)
+    finally:
+        shutil.rmtree(recorder.spill, ignore_errors=True)
+    kept.staged = staged.name
+    return kept
+
+
+@dataclass(frozen=True)
+class KeptJob:
+    """Cells a study computes from one kept outputs file: no model, no image."""
+
+    spec: PassSpec  # the model, dataset and the cells to compute
+    record: OutputRecord  # the file, as the store records it
+
+
+def _softmax_rows(outputs: Outputs, view: str, rows: slice, top: int | None) -> torch.Tensor:
+    if top is None:
+        return torch.from_numpy(np.asarray(outputs.logits[view][rows])).double().softmax(dim=1)
+    indices = torch.from_numpy(np.asarray(outputs.top_indices[view][rows]))
+    probs = torch.from_numpy(np.asarray(outputs.top_probs[view][rows]))
+    return dense_top(indices, probs, outputs.classes, top)
+
+
+def values_from_outputs(
+    outputs: Outputs, transform: str, measure: Any, rows: int = ROWS_PER_CHUNK
+) -> torch.Tensor:
+    """A measure's per-image values on a transform's views, from kept outputs."""
+    top = reads_top(measure)
+    views = outputs.transforms[transform]
+    targets = torch.from_numpy(np.asarray(outputs.targets))
+    chunks = []
+    for start in range(0, len(targets), rows):
+        block = slice(start, start + rows)
+        labels = targets[block]
+        chunks.append(
+            view_average(
+                measure,
+                _softmax_rows(outputs, "original", block, top),
+                [_softmax_rows(outputs, view, block, top) for view in views],
+                labels if bool((labels >= 0).all()) else None,
+            )
+        )
+    return torch.cat(chunks)
+
+
+def evaluation_from_outputs(
+    job: KeptJob, out_dir: Path, measures: Mapping[str, Any]
+) -> tuple[Any, Outputs]:
+    """The ``Evaluation`` a pass would have produced for ``job``'s cells (``measures`` by
+    label), from its file."""
+    from invkit.engine import Evaluation
+
+    started = time.perf_counter()
+    outputs = read_file(verified(out_dir, job.record))
+    values = {(t, m): values_from_outputs(outputs, t, measures[m]) for t, m, _ in job.spec.cells}
+    targets = torch.from_numpy(np.asarray(outputs.targets))
+    evaluation = Evaluation(
+        values=values,
+        indices=torch.from_numpy(np.asarray(outputs.indices)),
+        targets=targets,
+        correct=torch.from_numpy(np.asarray(outputs.predictions)).long() == targets,
+        skipped=outputs.skipped,
+        upsampled=0,
+        images=len(targets),
+        forward_images=0,
+        seconds=time.perf_counter() - started,
+    )
+    return evaluation, outputs
