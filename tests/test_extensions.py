@@ -30,6 +30,11 @@ PLUGINS = "invkit-meanscore,invkit-reversed,invkit-posterize"
 RESULT_KEYS = ("value", "accuracy", "images", "labeled", "matching", "higher_is_invariant")
 
 
+def kept_files(out: Path) -> dict[str, bytes]:
+    """Every kept outputs file of a study, by name: what each executor must write alike."""
+    return {path.name: path.read_bytes() for path in (out / "outputs").glob("*.safetensors")}
+
+
 def results(out: Path) -> dict[tuple[str, ...], tuple[str, ...]]:
     with (out / "results.csv").open() as handle:
         return {
@@ -73,6 +78,8 @@ def test_processes_executor_equals_local_cell_for_cell(tmp_path):
     pooled = Study(load_config(processes), out_dir=tmp_path / "pool", progress=False).run()
     assert results(tmp_path / "local") == results(tmp_path / "pool")
     assert len(results(tmp_path / "pool")) == 4 and pooled.computed == local.computed == 4
+    assert len(kept_files(tmp_path / "pool")) == 4  # the summary arrays travel with results
+    assert kept_files(tmp_path / "pool") == kept_files(tmp_path / "local")
     failed = sorted((f["model"], f["dataset"]) for f in pooled.failures)
     assert failed == [("nan", "d0"), ("nan", "d1")]
     assert all("NaN or infinite outputs" in f["error"] for f in pooled.failures)
@@ -161,11 +168,15 @@ def add_logged_model(config: Path, name: str, log: Path, mode: str) -> None:
 
 
 def test_ray_executor_equals_local_cell_for_cell(tmp_path, ray_cluster):
-    config = study_with(tmp_path, "linear,other_linear", datasets=2)
+    config = study_with(tmp_path, "linear,other_linear", datasets=2, outputs="full")
     local = Study(load_config(config), out_dir=tmp_path / "local", progress=False).run()
     outcome = Study(load_config(on_ray(config)), out_dir=tmp_path / "ray", progress=False).run()
     assert results(tmp_path / "ray") == results(tmp_path / "local")
     assert outcome.computed == local.computed == 4 and outcome.forward_images == 4 * 32 * 4
+    # full outputs: each worker wrote its file into staging, the driver verified and adopted it
+    assert len(kept_files(tmp_path / "ray")) == 4
+    assert kept_files(tmp_path / "ray") == kept_files(tmp_path / "local")
+    assert list((tmp_path / "ray" / "outputs" / "staging").iterdir()) == []
 
 
 def test_ray_retries_a_failing_pass_then_records_it_and_the_study_exits_1(tmp_path, ray_cluster):

@@ -243,7 +243,7 @@ def test_bundles_keep_to_the_model_count_and_the_parameter_budget(tmp_path):
     from invkit.run.sharing import AUTO_PARAMETER_BYTES, ModelInput, share_decoding
 
     config = load_config(study_with(tmp_path, "linear,other_linear,nan,slow", datasets=2))
-    specs, _ = StudyPlan(config).passes({}, set())
+    specs = StudyPlan(config).passes({}, set())[0]
     same, other = ("16px",), ("32px",)
     gib = AUTO_PARAMETER_BYTES // 4
     inputs = {

@@ -1,7 +1,9 @@
 """Built-in measures: Effective Invariance and the baselines it is compared with.
 
 Each takes the softmax outputs on the original images and on one view, ``(B, K)`` each, and
-returns a ``(B,)`` tensor. ``docs/measures.md`` gives each formula, direction and reference.
+returns a ``(B,)`` tensor; ``reads`` says how much of each row it reads (``ei`` and
+``agreement`` only the top class: they can be computed from kept ``summary`` outputs).
+``docs/measures.md`` gives each formula, direction and reference.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class EffectiveInvariance(Measure):
 
     name = "ei"
     higher_is_invariant = True
+    reads = "top1"
 
     def __call__(self, original, view, labels=None):
         import torch
@@ -59,6 +62,7 @@ class Agreement(Measure):
 
     name = "agreement"
     higher_is_invariant = True
+    reads = "top1"
 
     def __call__(self, original, view, labels=None):
         p, q = _as_probabilities(original, view)

@@ -50,12 +50,16 @@ class Measure:
 
     ``measure(original, view, labels=None)`` takes two ``(B, K)`` tensors of class
     probabilities (and, if ``needs_labels``, a ``(B,)`` tensor of class indices) and returns a
-    ``(B,)`` tensor.
+    ``(B,)`` tensor. ``reads`` declares how much of each row it reads: ``"softmax"`` (all of
+    it), or ``"topK"`` (``"top1"``, ``"top5"``: the K largest probabilities). A ``topK``
+    measure is given rows holding only those, the rest 0, so that a study can compute it
+    from kept ``summary`` outputs exactly as in a pass.
     """
 
     name: str = ""
     higher_is_invariant: bool = True
     needs_labels: bool = False
+    reads: str = "softmax"
 
     def __call__(
         self, original: torch.Tensor, view: torch.Tensor, labels: torch.Tensor | None = None

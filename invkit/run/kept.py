@@ -171,11 +171,18 @@ class KeptJob:
     record: OutputRecord  # the file, as the store records it
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A copy of (a block of) a read-only memory-mapped array, as a tensor."""
+    return torch.from_numpy(np.array(array))
+
+
 def _softmax_rows(outputs: Outputs, view: str, rows: slice, top: int | None) -> torch.Tensor:
     if top is None:
-        return torch.from_numpy(np.asarray(outputs.logits[view][rows])).double().softmax(dim=1)
-    indices = torch.from_numpy(np.asarray(outputs.top_indices[view][rows]))
-    probs = torch.from_numpy(np.asarray(outputs.top_probs[view][rows]))
+        return _tensor(outputs.logits[view][rows]).double().softmax(dim=1)
+    indices, probs = (
+        _tensor(outputs.top_indices[view][rows]),
+        _tensor(outputs.top_probs[view][rows]),
+    )
     return dense_top(indices, probs, outputs.classes, top)
 
 
@@ -185,7 +192,7 @@ def values_from_outputs(
     """A measure's per-image values on a transform's views, from kept outputs."""
     top = reads_top(measure)
     views = outputs.transforms[transform]
-    targets = torch.from_numpy(np.asarray(outputs.targets))
+    targets = _tensor(outputs.targets)
     chunks = []
     for start in range(0, len(targets), rows):
         block = slice(start, start + rows)
@@ -211,12 +218,12 @@ def evaluation_from_outputs(
     started = time.perf_counter()
     outputs = read_file(verified(out_dir, job.record))
     values = {(t, m): values_from_outputs(outputs, t, measures[m]) for t, m, _ in job.spec.cells}
-    targets = torch.from_numpy(np.asarray(outputs.targets))
+    targets = _tensor(outputs.targets)
     evaluation = Evaluation(
         values=values,
-        indices=torch.from_numpy(np.asarray(outputs.indices)),
+        indices=_tensor(outputs.indices),
         targets=targets,
-        correct=torch.from_numpy(np.asarray(outputs.predictions)).long() == targets,
+        correct=_tensor(outputs.predictions).long() == targets,
         skipped=outputs.skipped,
         upsampled=0,
         images=len(targets),

@@ -1,0 +1,145 @@
+"""What kept outputs buy and cost: a new top-1 measure from kept outputs against forward passes,
+pass throughput with ``summary`` outputs kept against ``none``, and bytes per image per view.
+
+1. The demo's study (12 models × 10 test sets, rotation and grayscale) runs with ``ei`` and
+   ``js`` twice, into two folders: one keeping ``summary`` outputs, one keeping ``none``. Then
+   ``agreement`` is added to both: its 240 cells come from kept outputs in the first and from
+   forward passes in the second. The analyses are left out, so each run's time is its cells'.
+2. One pass of a timm model with 1,000 classes (ImageNet's K: the top-k and the file work
+   grow with K), repeated with each level, alternating, so the ratio is within one run.
+3. Bytes per image per view of the files, and the projection for the paper's study
+   (150 models × 6 sets × 50,000 images × 5 views).
+
+    python benchmarks/kept_outputs.py --device auto --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from invkit.config import ComponentEntry, parse_config
+from invkit.demo import demo_config_dict
+from invkit.demo.training import trained_models
+from invkit.run.passes import run_pass
+from invkit.run.plan import StudyPlan
+from invkit.run.study import Study
+
+PAPER_IMAGE_VIEWS = 150 * 6 * 50_000 * 5
+
+
+def timed_study(config, out: Path) -> tuple[float, object]:
+    started = time.perf_counter()
+    outcome = Study(config, out_dir=out, progress=False, echo=lambda _: None).run()
+    return time.perf_counter() - started, outcome
+
+
+def new_measure(device: str, folder: Path) -> None:
+    raw = demo_config_dict(trained_models(progress=False))
+    raw["run"] = {"device": device, "batch_size": 128}
+    raw["analyses"] = []
+    raw["measures"] = ["ei", "js"]
+    times = {}
+    for level in ("summary", "none"):
+        raw["run"]["outputs"] = level
+        first = parse_config(raw)
+        timed_study(first, folder / level)
+        added = dataclasses.replace(
+            first, measures=(*first.measures, ComponentEntry("agreement", "agreement"))
+        )
+        seconds, outcome = timed_study(added, folder / level)
+        cells = outcome.from_outputs + outcome.computed
+        times[level] = seconds
+        print(
+            f"  outputs = {level!r:9}: {cells} agreement cells in {seconds:6.2f} s "
+            f"({outcome.from_outputs} from kept outputs, {outcome.forward_images:,} images "
+            "through the models)"
+        )
+    print(f"  from kept outputs: {times['none'] / times['summary']:.1f}× faster")
+    files = list((folder / "summary" / "outputs").glob("*.safetensors"))
+    size = sum(f.stat().st_size for f in files) / 2**20
+    print(f"  kept: {len(files)} summary files, {size:.2f} MiB")
+
+
+def throughput(device: str, repeats: int, images: int, folder: Path) -> None:
+    config = parse_config(
+        {
+            "models": [
+                {
+                    "name": "resnet18",
+                    "spec": "timm:resnet18",
+                    "params": {"pretrained": False},
+                    "preprocessing": {"input_size": [3, 64, 64], "crop_pct": 1.0},
+                }
+            ],
+            "datasets": [
+                {"name": "digits", "spec": "digits", "params": {"size": 64}, "limit": images}
+            ],
+            "transforms": ["rotation", "grayscale"],
+            "measures": ["ei", "agreement", "js"],
+            "run": {"device": device, "batch_size": 64, "workers": 0, "out": str(folder)},
+        }
+    )
+    staging = folder / "outputs" / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    rates: dict[str, list[float]] = {"none": [], "summary": [], "full": []}
+    sizes: dict[str, float] = {}
+    for repeat in range(repeats + 1):  # the first round warms up
+        for level in rates:
+            run = dataclasses.replace(config.run, outputs=level)
+            plan = StudyPlan(dataclasses.replace(config, run=run))
+            [spec] = plan.passes({}, set())[0]
+            spec = dataclasses.replace(spec, staging=str(staging))
+            started = time.perf_counter()
+            result = run_pass(spec)
+            seconds = time.perf_counter() - started
+            if repeat:
+                rates[level].append(result.images / seconds)
+            kept = result.kept
+            if kept is not None:
+                views = len(json.loads(kept.metadata["views"]))
+                if kept.arrays is not None:
+                    size = sum(a.nbytes for a in kept.arrays.values())
+                else:
+                    size = kept.bytes
+                    (staging / kept.staged).unlink()
+                sizes[level] = size / (result.images * views)
+    base = statistics.median(rates["none"])
+    for level, values in rates.items():
+        rate = statistics.median(values)
+        print(
+            f"  outputs = {level!r:9}: {rate:8,.0f} img/s (median of {repeats}), "
+            f"{rate / base:.3f}× 'none'"
+            + (f", {sizes[level]:,.0f} bytes per image per view" if level in sizes else "")
+        )
+    for level in ("summary", "full"):
+        per = sizes[level]
+        print(
+            f"  the paper's study at {level!r}: {PAPER_IMAGE_VIEWS * per / 1e9:,.1f} GB "
+            f"({per:,.0f} bytes × {PAPER_IMAGE_VIEWS:,} image views, K = 1000)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=512)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads")
+    with tempfile.TemporaryDirectory() as folder:
+        print("1. adding agreement to the demo's finished study (240 cells):")
+        new_measure(args.device, Path(folder) / "demo")
+        print(f"2. one pass of resnet18 (K = 1000) on {args.images} images, 5 views:")
+        throughput(args.device, args.repeats, args.images, Path(folder) / "pass")
+
+
+if __name__ == "__main__":
+    main()
