@@ -42,7 +42,7 @@ def timed_study(config, out: Path) -> tuple[float, object]:
 
 
 def new_measure(device: str, folder: Path) -> None:
-    raw = demo_config_dict(trained_models(progress=False))
+    raw = demo_config_dict(trained_models(echo=print))
     raw["run"] = {"device": device, "batch_size": 128}
     raw["analyses"] = []
     raw["measures"] = ["ei", "js"]

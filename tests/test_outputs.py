@@ -278,3 +278,23 @@ def test_a_third_party_measure_and_analysis_read_kept_outputs(tmp_path, with_plu
     listed = run_cli("outputs", str(out), env=env).stdout
     assert "linear × d0: full, top-5 of 10 classes, 48 images × 5 views (rotation, " in listed
     assert "invkit: 4 model × dataset output(s)" in listed
+
+
+def test_links_in_the_outputs_folder_are_never_followed(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_study(write_config(tmp_path, ["ei"]), out)
+    kept = out / "outputs" / records(out)[("linear", "d0")]
+    precious = elsewhere / "precious.safetensors"
+    shutil.copy(kept, precious)  # the same bytes: only the link gives it away
+    kept.unlink()
+    kept.symlink_to(precious)
+    outcome, lines = run_study(write_config(tmp_path, ["ei", "agreement"]), out)
+    assert any(str(kept) in line and "symbolic link" in line for line in lines)
+    assert outcome.passes == 1 and outcome.from_outputs == 6
+    assert not kept.is_symlink() and precious.read_bytes() == kept.read_bytes()
+    shutil.rmtree(out / "outputs")
+    (out / "outputs").symlink_to(elsewhere)
+    with pytest.raises(InvkitError, match="outputs'.*symbolic link"):
+        run_study(write_config(tmp_path, ["ei", "agreement", "js"]), out)
+    assert os.listdir(elsewhere) == ["precious.safetensors"]
