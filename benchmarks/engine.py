@@ -1,7 +1,7 @@
 """Throughput of the evaluation engine: images per second for one model × dataset pass.
 
 A synthetic dataset of random 224×224 uint8 images (already at the model's size, so the data
-loader only batches) goes through ``invkit.engine.evaluate`` with rotation (3 views) and
+loader only batches) goes through ``invkit.run.engine.evaluate`` with rotation (3 views) and
 grayscale (1 view) and the measures ei, agreement and js, under several settings, so their
 ratios show what batching all views into one forward pass and bfloat16 autocast buy.
 
@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 
 import invkit
 from invkit.data import PreparedDataset, make_loader
-from invkit.engine import ModelRun, evaluate, resolve_device
 from invkit.plugin.components import LoadedModel, Preprocessing
+from invkit.run.engine import ModelRun, evaluate, resolve_device
 
 
 class RandomImages(Dataset):

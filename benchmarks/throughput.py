@@ -41,9 +41,9 @@ from PIL import Image
 
 import invkit
 from invkit.config import parse_config
-from invkit.engine import resolve_device
+from invkit.results.store import STORE_NAME, Store
+from invkit.run.engine import resolve_device
 from invkit.run.study import Study
-from invkit.store import STORE_NAME, Store
 
 TRANSFORMS = ("rotation", "grayscale")
 MEASURES = ("ei", "agreement", "js")
@@ -153,7 +153,7 @@ def in_memory_rate(model, images_uint8, device, batch: int, workers: int, amp: b
     from torch.utils.data import Dataset
 
     from invkit.data import PreparedDataset, make_loader
-    from invkit.engine import ModelRun, evaluate
+    from invkit.run.engine import ModelRun, evaluate
 
     class InMemory(Dataset):
         def __len__(self):

@@ -146,7 +146,7 @@ def _component_text(component: Component) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def list_command(kind: str | None, as_json: bool) -> None:
     """List components (all kinds, or one) with descriptions and parameters."""
-    from invkit.api import list_components
+    from invkit.lookup import list_components
 
     components = list_components(kind)
     if as_json:
@@ -402,7 +402,7 @@ def check_command(config: str, images: bool, progress: bool) -> None:
 def report_command(directory: str) -> None:
     """Re-run the analyses and re-write the report of a study's output DIRECTORY, from its
     results store alone (no model is run)."""
-    from invkit.report import rerender
+    from invkit.results.report import rerender
 
     paths = rerender(directory)
     click.echo(f"invkit: report written to {paths['report']}")

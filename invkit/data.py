@@ -4,7 +4,7 @@ model's channel count (1: luminance, 3: RGB).
 Reading, decoding, resizing and cropping happen here, in data-loader workers, on 8-bit pixels
 when the images are 8-bit (a quarter of the bytes of float32 to move, and torchvision's uint8
 resize is several times faster); conversion to float, transforms, normalization and the
-forward pass happen on the device (``invkit.engine``). Images that are float or deeper than
+forward pass happen on the device (``invkit.run.engine``). Images that are float or deeper than
 8 bits stay float. Dataset shifts (for dataset-centric studies) are applied here too, on float
 pixels, seeded per image.
 """

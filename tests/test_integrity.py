@@ -21,7 +21,7 @@ from PIL import Image
 import invkit
 from invkit.config import ConfigError, load_config, parse_config
 from invkit.errors import EXIT_STORAGE, StorageError
-from invkit.report import rerender, write_report
+from invkit.results.report import rerender, write_report
 from invkit.run.study import Study
 from invkit.usercode import import_factory, python_spec_fingerprint
 
@@ -268,7 +268,7 @@ def test_plot_names_never_collide(tmp_path):
 
 
 def test_write_report_uses_temporary_names_only(tmp_path):
-    from invkit.store import Store
+    from invkit.results.store import Store
 
     config = study_with(tmp_path, "linear")
     quiet_study(config)

@@ -20,10 +20,10 @@ from invkit.builtins.datasets import ImageFolder
 from invkit.config import ConfigError, load_config, parse_config
 from invkit.data import PreparedDataset, as_float, collate
 from invkit.plugin.components import Preprocessing
+from invkit.results.store import Store
 from invkit.run.passes import auto_workers
 from invkit.run.plan import StudyPlan
 from invkit.run.study import Study
-from invkit.store import Store
 
 from .conftest import HERE, run_cli, study_with
 

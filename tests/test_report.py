@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from invkit.api import get_analysis
-from invkit.report import analysis_rows, results_table
-from invkit.store import Store
+from invkit.results.report import analysis_rows, results_table
+from invkit.results.store import Store
 
 from .conftest import run_cli
 

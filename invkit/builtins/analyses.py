@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from invkit.analysis import DatasetCentric, ModelCentric, PredictAccuracy
 from invkit.plugin.hookspecs import hookimpl
+from invkit.results.analyses import DatasetCentric, ModelCentric, PredictAccuracy
 
 
 @hookimpl

@@ -134,7 +134,7 @@ class Compose(Transform):
     name = "compose"
 
     def __init__(self, steps: Sequence[str | Mapping[str, Any]]):
-        from invkit.api import get_transform
+        from invkit.lookup import get_transform
 
         if not steps:
             raise InvkitError(

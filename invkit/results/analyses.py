@@ -9,14 +9,15 @@ the datasets as points (one group per model, transform and measure).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from invkit import stats
 from invkit.errors import InvkitError
+from invkit.results import stats
+from invkit.results.render import Presented
 
 ROW_KEYS = ("model", "dataset", "transform", "measure", "invariance", "accuracy")
 # optional: the accuracy of a dataset whose labels were held out of the analyses, shown beside
@@ -57,8 +58,9 @@ class GroupResult:
 
 
 @dataclass
-class AnalysisResult:
-    """What an analysis returns: one ``GroupResult`` per group, and the parameters used."""
+class AnalysisResult(Presented):
+    """What an analysis returns: one ``GroupResult`` per group, and the parameters used; it
+    presents itself (Markdown, summary, tables, figures) through ``invkit.results.render``."""
 
     analysis: str
     params: dict[str, Any]
@@ -105,32 +107,6 @@ class AnalysisResult:
                 )
             lines.extend(f"    note: {note}" for note in g.notes)
         return "\n".join(lines)
-
-    def to_markdown(self) -> str:
-        """A Markdown table of the groups (the report shows it)."""
-        from invkit.analysis_render import to_markdown
-
-        return to_markdown(self)
-
-    def summary(self) -> str | None:
-        """The findings, for the top of the report: model-centric r and ρ per transform ×
-        measure and test set, the measure that tracks accuracy best per transform, and
-        predictions beside the true accuracy where it is known."""
-        from invkit.analysis_render import summary
-
-        return summary(self)
-
-    def tables(self) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
-        """Rows for correlations.csv and predictions.csv: ``{name: (columns, rows)}``."""
-        from invkit.analysis_render import tables
-
-        return tables(self)
-
-    def figures(self) -> Iterator[tuple[str, Any]]:
-        """``(name, matplotlib Figure)`` per group: accuracy against invariance."""
-        from invkit.analysis_render import figures
-
-        return figures(self)
 
 
 def _format_params(params: Mapping[str, Any]) -> str:

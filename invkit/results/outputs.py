@@ -248,15 +248,12 @@ def read_file(path: Path, model: str = "", dataset: str = "") -> Outputs:
     if meta.get("format") != FORMAT:
         raise InvkitError(f"{path} is not an invkit outputs file of format {FORMAT}")
 
+    raw = np.memmap(path, dtype=np.uint8, mode="r")  # one map; each array a view of it
+
     def array(name: str) -> np.ndarray:
         entry = header[name]
-        begin = entry["data_offsets"][0]
-        dtype = DTYPES[entry["dtype"]]
-        if not entry["shape"] or 0 in entry["shape"]:
-            return np.zeros(entry["shape"], dtype=dtype)
-        return np.memmap(
-            path, dtype=dtype, mode="r", offset=start + begin, shape=tuple(entry["shape"])
-        )
+        dtype, shape = DTYPES[entry["dtype"]], tuple(entry["shape"])
+        return np.ndarray(shape, dtype, buffer=raw, offset=start + entry["data_offsets"][0])
 
     views = json.loads(meta["views"])
     per_view: dict[str, dict[str, np.ndarray]] = {name: {} for name in (*SUMMARY_FIELDS, "logits")}

@@ -15,7 +15,7 @@ from invkit.results.outputs import (
     read_file,
     verified,
 )
-from invkit.store import STORE_NAME, Store
+from invkit.results.store import STORE_NAME, Store
 
 
 def _records(out_dir: Path) -> dict[tuple[str, str, str], OutputRecord]:

@@ -14,7 +14,7 @@ from invkit.markup import code, md, plain
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from invkit.analysis import AnalysisResult, GroupResult
+    from invkit.results.analyses import AnalysisResult, GroupResult
 
 CORRELATION_COLUMNS = [
     "analysis",
@@ -64,6 +64,30 @@ PREDICTION_COLUMNS = [
 
 
 SMALL = 0.01  # below this (and above 0), values are shown with significant digits
+
+
+class Presented:
+    """How the built-in results present themselves to the report: what a result offers
+    (``docs/hooks.md``), drawn by this module's functions. The result classes inherit it, so
+    the results import their rendering and never the other way round."""
+
+    def to_markdown(self) -> str:
+        """A Markdown table of the groups (the report shows it)."""
+        return to_markdown(self)  # type: ignore[arg-type]
+
+    def summary(self) -> str | None:
+        """The findings, for the top of the report: model-centric r and ρ per transform ×
+        measure and test set, the measure that tracks accuracy best per transform, and
+        predictions beside the true accuracy where it is known."""
+        return summary(self)  # type: ignore[arg-type]
+
+    def tables(self) -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+        """Rows for correlations.csv and predictions.csv: ``{name: (columns, rows)}``."""
+        return tables(self)  # type: ignore[arg-type]
+
+    def figures(self) -> Iterator[tuple[str, Any]]:
+        """``(name, matplotlib Figure)`` per group: accuracy against invariance."""
+        return figures(self)  # type: ignore[arg-type]
 
 
 def format_value(value: Any, digits: int = 4) -> str:
@@ -399,7 +423,7 @@ def _axis_labels(axes: Any, result: AnalysisResult, transform: str, measure: str
 def _accuracy_limits(groups: list[GroupResult], y_scale: str) -> tuple[float, float]:
     """The accuracy axis: the points with a margin, never past [0, 1] (on the probit or
     logit axis, never past the images of 0.001 and 0.999)."""
-    from invkit import stats
+    from invkit.results import stats
 
     ys = [y for g in groups for y in g.y]
     low, high = min(ys), max(ys)

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from invkit import __version__ as VERSION
-from invkit.analysis_render import format_value, markdown_table
 from invkit.errors import InvkitError, InvkitWarning, unwritable_output
 from invkit.markup import code, fenced, md
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, refuse_links, replacing
-from invkit.report_formats import report_html, summary_latex
+from invkit.results.formats import report_html, summary_latex
 from invkit.results.reading import StudyOutputs
-from invkit.store import STORE_NAME, Store, store_files
+from invkit.results.render import format_value, markdown_table
+from invkit.results.store import STORE_NAME, Store, store_files
 
 RESULT_COLUMNS = [
     "model",
@@ -285,8 +285,8 @@ def render_analyses(
     each analysis run (or taken from the cache when nothing it depends on changed) and
     rendered by what it offers. An analysis that declares ``reads_outputs`` is also given
     the study's kept outputs, which are then part of its cache key."""
-    from invkit.api import component_version
     from invkit.fingerprint import digest
+    from invkit.lookup import component_version
 
     cache = ReportCache(out_dir)
     sections, tables, as_json = [], {}, {}
@@ -586,8 +586,8 @@ REPORT_LOCK_WAIT = 120  # seconds ``invkit report`` waits for another report (or
 def rerender(out_dir: str | Path) -> dict[str, Path]:
     """``invkit report DIR``: re-run the stored study's analyses and rewrite its report, under
     the folder's lock (a study or another report writing there is waited for, then named)."""
-    from invkit.api import get_analysis
     from invkit.lock import exclusive
+    from invkit.lookup import get_analysis
 
     out_dir = Path(out_dir)
     refuse_links(out_dir, output_names())

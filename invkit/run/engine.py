@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from invkit.aggregate import view_average
 from invkit.data import as_float
 from invkit.errors import InvkitError
 from invkit.plugin.components import LoadedModel
+from invkit.results.aggregate import view_average
 from invkit.results.outputs import reads_top
 from invkit.run.kept import Recorder, dense_top
 

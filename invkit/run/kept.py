@@ -1,4 +1,4 @@
-"""Kept outputs in a study: recorded during a pass, and read back to compute cells without one.
+"""Kept outputs recorded during a pass (``invkit.run.recompute`` reads them back).
 
 What a measure is given is what it declares it reads (``invkit.results.outputs.reads_top``),
 in a pass and from kept outputs alike: a ``top1`` measure sees softmax rows holding only their
@@ -10,31 +10,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from invkit.aggregate import view_average
 from invkit.errors import InvkitError
 from invkit.plugin.passes import KeptOutputs, PassSpec
 from invkit.results.outputs import (
     FORMAT,
-    OutputRecord,
-    Outputs,
     Spilled,
-    read_file,
-    reads_top,
-    verified,
     write_file,
 )
-
-ROWS_PER_CHUNK = 4096  # rows of kept outputs turned back into softmax rows at a time
 
 
 def dense_top(indices: torch.Tensor, probs: torch.Tensor, classes: int, k: int) -> torch.Tensor:
@@ -161,73 +151,3 @@ def kept_outputs(
         shutil.rmtree(recorder.spill, ignore_errors=True)
     kept.staged = staged.name
     return kept
-
-
-@dataclass(frozen=True)
-class KeptJob:
-    """Cells a study computes from one kept outputs file: no model, no image."""
-
-    spec: PassSpec  # the model, dataset and the cells to compute
-    record: OutputRecord  # the file, as the store records it
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A copy of (a block of) a read-only memory-mapped array, as a tensor."""
-    return torch.from_numpy(np.array(array))
-
-
-def _softmax_rows(outputs: Outputs, view: str, rows: slice, top: int | None) -> torch.Tensor:
-    if top is None:
-        return _tensor(outputs.logits[view][rows]).double().softmax(dim=1)
-    indices, probs = (
-        _tensor(outputs.top_indices[view][rows]),
-        _tensor(outputs.top_probs[view][rows]),
-    )
-    return dense_top(indices, probs, outputs.classes, top)
-
-
-def values_from_outputs(
-    outputs: Outputs, transform: str, measure: Any, rows: int = ROWS_PER_CHUNK
-) -> torch.Tensor:
-    """A measure's per-image values on a transform's views, from kept outputs."""
-    top = reads_top(measure)
-    views = outputs.transforms[transform]
-    targets = _tensor(outputs.targets)
-    chunks = []
-    for start in range(0, len(targets), rows):
-        block = slice(start, start + rows)
-        labels = targets[block]
-        chunks.append(
-            view_average(
-                measure,
-                _softmax_rows(outputs, "original", block, top),
-                [_softmax_rows(outputs, view, block, top) for view in views],
-                labels if bool((labels >= 0).all()) else None,
-            )
-        )
-    return torch.cat(chunks)
-
-
-def evaluation_from_outputs(
-    job: KeptJob, out_dir: Path, measures: Mapping[str, Any]
-) -> tuple[Any, Outputs]:
-    """The ``Evaluation`` a pass would have produced for ``job``'s cells (``measures`` by
-    label), from its file."""
-    from invkit.engine import Evaluation
-
-    started = time.perf_counter()
-    outputs = read_file(verified(out_dir, job.record))
-    values = {(t, m): values_from_outputs(outputs, t, measures[m]) for t, m, _ in job.spec.cells}
-    targets = _tensor(outputs.targets)
-    evaluation = Evaluation(
-        values=values,
-        indices=_tensor(outputs.indices),
-        targets=targets,
-        correct=_tensor(outputs.predictions).long() == targets,
-        skipped=outputs.skipped,
-        upsampled=0,
-        images=len(targets),
-        forward_images=0,
-        seconds=time.perf_counter() - started,
-    )
-    return evaluation, outputs

@@ -15,16 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from invkit import __version__
-from invkit.api import (
-    component_version,
-    get_analysis,
-    get_component,
-    get_executor,
-    get_measure,
-    get_shift,
-    get_transform,
-    split_spec,
-)
 from invkit.classes import SUBSET_KEYWORDS, check_class_map, subset_lines
 from invkit.config import (
     ComponentEntry,
@@ -35,14 +25,24 @@ from invkit.config import (
     problems_error,
 )
 from invkit.data import PIPELINE_VERSION
-from invkit.engine import autocast_enabled, resolve_device
 from invkit.errors import InvkitError, described
 from invkit.fingerprint import digest, path_digest
+from invkit.lookup import (
+    component_version,
+    get_analysis,
+    get_component,
+    get_executor,
+    get_measure,
+    get_shift,
+    get_transform,
+    split_spec,
+)
 from invkit.paths import resolve_path
 from invkit.plugin.passes import Cell, PassSpec, Resolved
 from invkit.preprocessing import check_channels
 from invkit.results.outputs import OutputRecord, reads_top
-from invkit.run.kept import KeptJob
+from invkit.run.engine import autocast_enabled, resolve_device
+from invkit.run.recompute import KeptJob
 
 RELATIVE = " (relative paths in a config are taken from the config file's folder)"
 

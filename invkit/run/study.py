@@ -23,10 +23,10 @@ from invkit.lock import exclusive
 from invkit.paths import check_writable, refuse_links, resolve_path
 from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
 from invkit.results import outputs as kept_files
-from invkit.run.kept import KeptJob, evaluation_from_outputs
+from invkit.results.store import STORE_NAME, Store, store_files
 from invkit.run.plan import Problems, StudyPlan
+from invkit.run.recompute import KeptJob, evaluation_from_outputs
 from invkit.run.sharing import ModelInput, share_decoding
-from invkit.store import STORE_NAME, Store, store_files
 
 OUTPUT_FILES = (
     "results.csv",
@@ -217,7 +217,7 @@ class Study:
         """Fail now, not after hours of work, if results could not be written (run under the
         directory's lock, so that simultaneous starts see "another study", not each other's
         probe files)."""
-        from invkit.report import output_names
+        from invkit.results.report import output_names
 
         refuse_links(self.out_dir, output_names())
         check_writable(self.out_dir)
@@ -232,7 +232,7 @@ class Study:
     def _clear_outputs(self) -> None:
         """``--fresh``: the store, the report's files, and the plots the store records that
         invkit wrote (a damaged store records none: its plots are left, and overwritten)."""
-        from invkit.report import remove_report_plots
+        from invkit.results.report import remove_report_plots
 
         path = self.out_dir / STORE_NAME
         if path.is_file():
@@ -436,7 +436,7 @@ class Study:
         damaged: set[tuple[str, ...]],
         jobs: Sequence[KeptJob] = (),
     ) -> StudyOutcome:
-        from invkit.report import write_report
+        from invkit.results.report import write_report
 
         outcome = StudyOutcome(self.out_dir, reused=reused)
         config = self.config.to_dict()

@@ -1,0 +1,89 @@
+"""Cells computed from kept outputs, with no model loaded and no image decoded: the
+``Evaluation`` a pass would have made, rebuilt from its file (docs/outputs.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from invkit.plugin.passes import PassSpec
+from invkit.results.aggregate import view_average
+from invkit.results.outputs import OutputRecord, Outputs, read_file, reads_top, verified
+from invkit.run.engine import Evaluation
+from invkit.run.kept import dense_top
+
+ROWS_PER_CHUNK = 4096  # rows of kept outputs turned back into softmax rows at a time
+
+
+@dataclass(frozen=True)
+class KeptJob:
+    """Cells a study computes from one kept outputs file: no model, no image."""
+
+    spec: PassSpec  # the model, dataset and the cells to compute
+    record: OutputRecord  # the file, as the store records it
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A copy of (a block of) a read-only memory-mapped array, as a tensor."""
+    return torch.from_numpy(np.array(array))
+
+
+def _softmax_rows(outputs: Outputs, view: str, rows: slice, top: int | None) -> torch.Tensor:
+    if top is None:
+        return _tensor(outputs.logits[view][rows]).double().softmax(dim=1)
+    indices, probs = (
+        _tensor(outputs.top_indices[view][rows]),
+        _tensor(outputs.top_probs[view][rows]),
+    )
+    return dense_top(indices, probs, outputs.classes, top)
+
+
+def values_from_outputs(
+    outputs: Outputs, transform: str, measure: Any, rows: int = ROWS_PER_CHUNK
+) -> torch.Tensor:
+    """A measure's per-image values on a transform's views, from kept outputs."""
+    top = reads_top(measure)
+    views = outputs.transforms[transform]
+    targets = _tensor(outputs.targets)
+    chunks = []
+    for start in range(0, len(targets), rows):
+        block = slice(start, start + rows)
+        labels = targets[block]
+        chunks.append(
+            view_average(
+                measure,
+                _softmax_rows(outputs, "original", block, top),
+                [_softmax_rows(outputs, view, block, top) for view in views],
+                labels if bool((labels >= 0).all()) else None,
+            )
+        )
+    return torch.cat(chunks)
+
+
+def evaluation_from_outputs(
+    job: KeptJob, out_dir: Path, measures: Mapping[str, Any]
+) -> tuple[Any, Outputs]:
+    """The ``Evaluation`` a pass would have produced for ``job``'s cells (``measures`` by
+    label), from its file."""
+    started = time.perf_counter()
+    outputs = read_file(verified(out_dir, job.record))
+    values = {(t, m): values_from_outputs(outputs, t, measures[m]) for t, m, _ in job.spec.cells}
+    targets = _tensor(outputs.targets)
+    evaluation = Evaluation(
+        values=values,
+        indices=_tensor(outputs.indices),
+        targets=targets,
+        correct=_tensor(outputs.predictions).long() == targets,
+        skipped=outputs.skipped,
+        upsampled=0,
+        images=len(targets),
+        forward_images=0,
+        seconds=time.perf_counter() - started,
+    )
+    return evaluation, outputs
