@@ -298,3 +298,17 @@ def test_links_in_the_outputs_folder_are_never_followed(tmp_path):
     with pytest.raises(InvkitError, match="outputs'.*symbolic link"):
         run_study(write_config(tmp_path, ["ei", "agreement", "js"]), out)
     assert os.listdir(elsewhere) == ["precious.safetensors"]
+
+
+def test_fresh_removes_the_outputs_invkit_wrote_and_keeps_a_users_file(tmp_path):
+    out = tmp_path / "out"
+    config = write_config(tmp_path, ["ei"])
+    run_study(config, out)
+    before = set(records(out).values())
+    mine = out / "outputs" / "my-notes.safetensors"
+    mine.write_bytes(b"not invkit's")
+    none = write_config(tmp_path, ["ei"], outputs="none")  # a fresh start that keeps nothing
+    Study(load_config(none), out_dir=out, fresh=True, progress=False, echo=print).run()
+    assert mine.read_bytes() == b"not invkit's" and records(out) == {}
+    assert set(os.listdir(out / "outputs")) == {"staging", mine.name}
+    assert before and not before & set(os.listdir(out / "outputs"))

@@ -49,10 +49,13 @@ def register_measures(register: Register) -> None:
 
     The object a measure factory returns is called as ``measure(original, view, labels=None)``
     with two ``(B, K)`` tensors of class probabilities and returns a ``(B,)`` tensor of
-    per-sample values. It has two attributes: ``higher_is_invariant`` (bool: does a larger value
-    mean more invariant?) and ``needs_labels`` (bool: when true, ``labels`` is a ``(B,)`` tensor
-    of class indices). invkit averages the values over a transform's views, then over samples.
-    Subclassing ``invkit.Measure`` gives both attributes and their defaults.
+    per-sample values. Its attributes: ``higher_is_invariant`` (bool: does a larger value mean
+    more invariant?), ``needs_labels`` (bool: when true, ``labels`` is a ``(B,)`` tensor of
+    class indices) and ``reads`` (``"softmax"``, the default, or ``"topK"`` such as ``"top1"``:
+    it is then given rows holding only their K largest probabilities, the rest 0, and can be
+    computed from a study's kept outputs with no forward pass). invkit averages the values over
+    a transform's views, then over samples. Subclassing ``invkit.Measure`` gives the attributes
+    and their defaults.
     """
 
 
@@ -104,7 +107,9 @@ def register_analyses(register: Register) -> None:
     analyses.json) and a readable ``str()`` (report.md), and optionally ``to_markdown()`` (shown
     instead of ``str()``), ``tables()`` (``{name: (columns, rows)}``, written to NAME.csv) and
     ``figures()`` (``(title, matplotlib Figure)`` pairs, saved to plots/). The report renders a
-    result by what it offers, never by who wrote it.
+    result by what it offers, never by who wrote it. An analysis with ``reads_outputs = True``
+    is called as ``analysis(rows, outputs=...)``, a mapping from ``(model, dataset)`` to the
+    study's kept outputs (``invkit.results.outputs.Outputs``).
     """
 
 

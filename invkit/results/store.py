@@ -138,7 +138,11 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic write; a storage failure (disk full, read-only, folder gone) becomes a
-        ``StorageError`` naming the file, and nothing of the transaction is kept."""
+        ``StorageError`` naming the file, and nothing of the transaction is kept. Writes made
+        inside it (``write_pass`` several times) join it: one commit for all of them."""
+        if self.connection.in_transaction:
+            yield self.connection
+            return
         try:
             self.connection.execute("BEGIN IMMEDIATE")
             try:

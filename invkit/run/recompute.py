@@ -14,7 +14,7 @@ import torch
 
 from invkit.plugin.passes import PassSpec
 from invkit.results.aggregate import view_average
-from invkit.results.outputs import OutputRecord, Outputs, read_file, reads_top, verified
+from invkit.results.outputs import OutputRecord, Outputs, folder, read_file, reads_top
 from invkit.run.engine import Evaluation
 from invkit.run.kept import dense_top
 
@@ -26,7 +26,7 @@ class KeptJob:
     """Cells a study computes from one kept outputs file: no model, no image."""
 
     spec: PassSpec  # the model, dataset and the cells to compute
-    record: OutputRecord  # the file, as the store records it
+    record: OutputRecord  # the file, as the store records it (verified before the job runs)
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -72,7 +72,7 @@ def evaluation_from_outputs(
     """The ``Evaluation`` a pass would have produced for ``job``'s cells (``measures`` by
     label), from its file."""
     started = time.perf_counter()
-    outputs = read_file(verified(out_dir, job.record))
+    outputs = read_file(folder(out_dir) / job.record.file)  # verified as the study planned
     values = {(t, m): values_from_outputs(outputs, t, measures[m]) for t, m, _ in job.spec.cells}
     targets = _tensor(outputs.targets)
     evaluation = Evaluation(

@@ -481,30 +481,28 @@ class Study:
         kept_files.remove_unused(self.out_dir, before, store.outputs().values())
 
     def _from_outputs(self, store: Store, jobs: Sequence[KeptJob], outcome: StudyOutcome) -> None:
-        """The cells kept outputs can give, each job one transaction: no model, no image."""
+        """The cells kept outputs can give, in one transaction (they take milliseconds each,
+        and a commit per file would take longer than the cells): no model, no image."""
         from invkit.run.passes import pass_result
 
-        for job in jobs:
-            try:
-                measures = {m.name: self.plan.measures[m.name] for m in job.spec.measures}
-                evaluation, outputs = evaluation_from_outputs(job, self.out_dir, measures)
-                result = pass_result(
-                    job.spec, outputs.matching, evaluation, measures, outputs.bad_files
-                )
-            except InvkitError as error:
-                message = f"InvkitError: {error}"
-                store.record_failure(job.spec.model.name, job.spec.dataset.name, message, None)
-                outcome.failures.append(
-                    {
-                        "model": job.spec.model.name,
-                        "dataset": job.spec.dataset.name,
-                        "error": message,
-                    }
-                )
-                self.echo(f"invkit: FAILED {job.spec.label} (from kept outputs): {message}")
-                continue
-            store.write_pass(result.cells, result.samples, (), result.skipped)
-            outcome.from_outputs += len(result.cells)
+        with store.transaction():
+            for job in jobs:
+                spec = job.spec
+                try:
+                    measures = {m.name: self.plan.measures[m.name] for m in spec.measures}
+                    evaluation, outputs = evaluation_from_outputs(job, self.out_dir, measures)
+                    result = pass_result(
+                        spec, outputs.matching, evaluation, measures, outputs.bad_files
+                    )
+                except InvkitError as error:
+                    message = f"InvkitError: {error}"
+                    store.record_failure(spec.model.name, spec.dataset.name, message, None)
+                    failure = {"model": spec.model.name, "dataset": spec.dataset.name}
+                    outcome.failures.append({**failure, "error": message})
+                    self.echo(f"invkit: FAILED {spec.label} (from kept outputs): {message}")
+                    continue
+                store.write_pass(result.cells, result.samples, (), result.skipped)
+                outcome.from_outputs += len(result.cells)
         self.echo(
             f"invkit: {outcome.from_outputs} cell(s) from kept outputs in "
             f"{kept_files.folder(self.out_dir)}, 0 images through the models"
