@@ -14,6 +14,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -52,11 +53,22 @@ DEFAULT_INSTEAD = (
 )
 
 
-@functools.cache
 def module_owners() -> Mapping[str, list[str]]:
-    """Each installed top-level module → the distributions providing it, read once per
-    process (reading it walks every installed file: 0.7 s here, which 150 ``python:`` models
-    would pay 150 times)."""
+    """Each installed top-level module → the distributions providing it. Reading it walks
+    every installed file (0.7 s here, which 150 ``python:`` models would pay 150 times), so it
+    is read again only when the import path or one of its folders changed (an install)."""
+    return _owners(tuple((entry, _changed(entry)) for entry in sys.path))
+
+
+def _changed(entry: str) -> int:
+    try:
+        return os.stat(entry or ".").st_mtime_ns
+    except OSError:
+        return 0
+
+
+@functools.lru_cache(maxsize=1)
+def _owners(import_path: tuple[tuple[str, int], ...]) -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 

@@ -135,7 +135,9 @@ def test_a_flipped_bit_in_a_stored_value_is_recomputed_with_a_warning(tmp_path):
     store.write_bytes(bytes(data))
     lines: list[str] = []
     rerun = Study(load_config(config), progress=False, echo=lines.append).run()
-    assert (rerun.computed, rerun.reused) == (1, 1)
+    # recomputed from the pass's kept outputs, which hold what ei reads: no forward pass
+    assert (rerun.from_outputs, rerun.computed, rerun.reused) == (1, 0, 1)
+    assert rerun.forward_images == 0
     assert any("linear × d1 × rotation × ei fails its checksum" in line for line in lines)
     db = sqlite3.connect(store)
     assert db.execute("SELECT value FROM cells WHERE dataset = 'd1'").fetchone() == (value,)
