@@ -24,7 +24,7 @@ from invkit.api import (
     run_pass,
 )
 from invkit.errors import InvkitError
-from invkit.plugin.components import LoadedModel, Measure, Preprocessing, Transform
+from invkit.plugin.components import Estimator, LoadedModel, Measure, Preprocessing, Transform
 from invkit.plugin.hookspecs import hookimpl
 from invkit.plugin.passes import JobOutcome
 
@@ -63,6 +63,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Estimator",
     "InvkitError",
     "JobOutcome",
     "LoadedModel",

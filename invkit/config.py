@@ -67,6 +67,7 @@ class DatasetEntry:
     class_subset: str | None = None
     shift: ComponentEntry | None = None
     held_out: bool = False  # labels kept from the analyses; accuracy shown beside predictions
+    source: bool = False  # the labeled in-distribution set direct estimators fit on (one)
     verify: str = "listing"  # what fingerprints its files: names, sizes, times; or "content"
 
 
@@ -210,6 +211,7 @@ def _dataset(i: int, raw: Any) -> DatasetEntry:
         class_subset=_optional_str(f"{where}.class_subset", raw.get("class_subset")),
         shift=_shift(where, raw),
         held_out=_expect(f"{where}.held_out", raw.get("held_out", False), bool, "true or false"),
+        source=_expect(f"{where}.source", raw.get("source", False), bool, "true or false"),
         verify=_choice(f"{where}.verify", raw.get("verify", "listing"), VERIFY_MODES),
     )
 
@@ -332,6 +334,21 @@ def _unique(section: str, entries: list[Any]) -> None:
         seen.add(entry.name)
 
 
+def _one_source(datasets: list[DatasetEntry]) -> None:
+    sources = [d.name for d in datasets if d.source]
+    if len(sources) > 1:
+        raise ConfigError(
+            f"datasets {', '.join(map(repr, sources))} are each marked source = true; mark one: "
+            "the labeled in-distribution set the accuracy estimators fit on"
+        )
+    held = [d.name for d in datasets if d.source and d.held_out]
+    if held:
+        raise ConfigError(
+            f"dataset {held[0]!r} is both source and held_out; the source's labels are what "
+            "the estimators fit on, so they cannot be held out"
+        )
+
+
 SECTIONS = {
     "models": _model,
     "datasets": _dataset,
@@ -362,6 +379,7 @@ def parse_config(
         entries = [_collected(problems, build, i, raw) for i, raw in enumerate(raw_entries)]
         sections[section] = [entry for entry in entries if entry is not None]
         _collected(problems, _unique, section, sections[section])
+    _collected(problems, _one_source, sections["datasets"])
     config = StudyConfig(
         **{section: tuple(entries) for section, entries in sections.items()},
         run=_run(data.get("run", {}), problems),

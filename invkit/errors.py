@@ -109,3 +109,8 @@ class Interrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return EXIT_SIGNAL_BASE + self.signal_number
+
+
+class EstimatorNeeds(InvkitError):
+    """An accuracy estimator's needs are not met by the study (no source set, no logits, too
+    few models): the message names what is missing, and no number is given."""

@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "invkit.builtins.datasets",
     "invkit.builtins.shifts",
     "invkit.builtins.analyses",
+    "invkit.builtins.estimators",
     "invkit.builtins.executors",
 )
 

@@ -39,6 +39,7 @@ KINDS: dict[str, Kind] = {
         Kind("dataset", "register_datasets", takes_spec=True),
         Kind("shift", "register_shifts"),
         Kind("analysis", "register_analyses"),
+        Kind("estimator", "register_estimators"),
         Kind("executor", "register_executors"),
     )
 }

@@ -1,9 +1,11 @@
-"""Built-in analyses: model-centric and dataset-centric correlation, accuracy prediction."""
+"""Built-in analyses: model-centric and dataset-centric correlation, accuracy prediction, and
+label-free accuracy estimation."""
 
 from __future__ import annotations
 
 from invkit.plugin.hookspecs import hookimpl
 from invkit.results.analyses import DatasetCentric, ModelCentric, PredictAccuracy
+from invkit.results.estimation import EstimateAccuracy
 
 
 @hookimpl
@@ -11,3 +13,4 @@ def register_analyses(register):
     register(ModelCentric)
     register(DatasetCentric)
     register(PredictAccuracy)
+    register(EstimateAccuracy)

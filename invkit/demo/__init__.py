@@ -27,7 +27,9 @@ HELD_OUT = [("gaussian_noise", 5), ("contrast", 5)]
 def demo_config_dict(checkpoints: dict[str, Path]) -> dict[str, Any]:
     """The demo study as a config mapping (what a user would write in TOML)."""
     digits = {"split": "test", "size": SIZE}
-    datasets: list[dict[str, Any]] = [{"name": "clean", "spec": "digits", "params": digits}]
+    datasets: list[dict[str, Any]] = [  # the source: what direct accuracy estimators fit on
+        {"name": "clean", "spec": "digits", "params": digits, "source": True}
+    ]
     for corruption, severity in SHIFTED:
         datasets.append(
             {
@@ -68,6 +70,7 @@ def demo_config_dict(checkpoints: dict[str, Path]) -> dict[str, Any]:
             {"name": "model_centric", "params": {"n_bootstrap": 1000, "seed": 0}},
             {"name": "dataset_centric", "params": {"n_bootstrap": 1000, "seed": 0}},
             {"name": "predict_accuracy", "params": {"points": "dataset"}},
+            {"name": "estimate_accuracy"},
         ],
         "run": {"out": "invkit-demo", "batch_size": 256},
     }

@@ -4,12 +4,20 @@ component base classes and records, and the types a study's passes and executors
 ``docs/hooks.md`` documents each hook; ``docs/architecture.md`` shows where each fits.
 """
 
-from invkit.plugin.components import LoadedModel, Measure, Preprocessing, Shift, Transform
+from invkit.plugin.components import (
+    Estimator,
+    LoadedModel,
+    Measure,
+    Preprocessing,
+    Shift,
+    Transform,
+)
 from invkit.plugin.hookspecs import hookimpl
 from invkit.plugin.passes import Cell, JobOutcome, PassResult, PassSpec, Resolved
 
 __all__ = [
     "Cell",
+    "Estimator",
     "JobOutcome",
     "LoadedModel",
     "Measure",

@@ -70,6 +70,25 @@ class Measure:
         return f"{type(self).__name__}()"
 
 
+class Estimator:
+    """A label-free accuracy estimate: ``estimator(model, target, study) -> float`` in [0, 1].
+
+    ``study`` is an ``invkit.results.estimation.StudyData``; raise ``invkit.errors.EstimatorNeeds``
+    when it lacks what the estimate needs (a source set, full logits, other models).
+    ``reads`` says what it reads, for the docs and ``invkit list``.
+    """
+
+    name: str = ""
+    reads: str = ""
+
+    def __call__(self, model: str, target: str, study: Any) -> float:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
 class Shift:
     """A synthetic distribution shift of one image, deterministic given a seed.
 

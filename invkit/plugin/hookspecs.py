@@ -114,6 +114,21 @@ def register_analyses(register: Register) -> None:
 
 
 @hookspec
+def register_estimators(register: Register) -> None:
+    """Add label-free accuracy estimators, which ``estimate_accuracy`` puts side by side.
+
+    The estimator object is called as ``estimator(model, target, study)`` and returns the
+    estimated accuracy (a float in [0, 1]) of ``model`` on the test set ``target``, whose labels
+    it is not given. ``study`` (``invkit.results.estimation.StudyData``) holds what it may read:
+    the kept outputs of every model on every dataset, the source set and its accuracies, the
+    labeled test sets' accuracies and invariance scores. An estimator whose needs the study
+    does not meet raises ``invkit.errors.EstimatorNeeds`` with a message naming what is
+    missing; it never returns a number built from less. Subclassing ``invkit.Estimator``
+    documents the contract.
+    """
+
+
+@hookspec
 def register_executors(register: Register) -> None:
     """Add executors: strategies that run a study's passes, here or elsewhere.
 

@@ -220,6 +220,7 @@ class Outputs:
     logsumexp: dict[str, np.ndarray]
     entropy: dict[str, np.ndarray]
     logits: dict[str, np.ndarray] = field(default_factory=dict)
+    gram: np.ndarray | None = None  # (K, K) PᵀP of the original's softmax matrix P (N × K)
     transforms: dict[str, list[str]] = field(default_factory=dict)  # transform → its views
     matching: str = ""  # how the dataset's classes were matched to the model's outputs
     skipped: list[tuple[int, str]] = field(default_factory=list)  # unreadable images: index, why
@@ -230,6 +231,15 @@ class Outputs:
     def predictions(self) -> np.ndarray:
         """The top-1 class of each image on the original."""
         return self.top_indices["original"][:, 0]
+
+    @property
+    def nuclear_norm(self) -> float:
+        """‖P‖*, the sum of the singular values of the original's N × K softmax matrix: the
+        sum of the square roots of the eigenvalues of PᵀP, which the pass accumulated."""
+        if self.gram is None:
+            raise InvkitError(f"kept outputs of {self.model!r} × {self.dataset!r} hold no PᵀP")
+        eigenvalues = np.linalg.eigvalsh(np.asarray(self.gram, dtype=np.float64))
+        return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
 
     @property
     def accuracy(self) -> float | None:
@@ -275,6 +285,7 @@ def read_file(path: Path, model: str = "", dataset: str = "") -> Outputs:
         logsumexp=per_view["logsumexp"],
         entropy=per_view["entropy"],
         logits=per_view["logits"],
+        gram=array("v0.gram") if "v0.gram" in header else None,
         transforms=json.loads(meta["transforms"]),
         matching=meta.get("matching", ""),
         skipped=[(int(index), why) for index, why in json.loads(meta.get("skipped", "[]"))],

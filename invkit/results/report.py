@@ -69,11 +69,12 @@ def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any
 def analysis_rows(table: list[dict[str, Any]], config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows the analyses see: each cell's value as ``invariance``; a held-out dataset's
     accuracy moved to ``true_accuracy``, so analyses treat it as unlabeled and predictions
-    can be checked against it."""
+    can be checked against it; ``source`` marks the source set's rows."""
     held_out = {d["name"] for d in config["datasets"] if d.get("held_out")}
+    sources = {d["name"] for d in config["datasets"] if d.get("source")}
     rows = []
     for row in table:
-        row = {**row, "invariance": row["value"]}
+        row = {**row, "invariance": row["value"], "source": row["dataset"] in sources}
         if row["dataset"] in held_out:
             row["true_accuracy"], row["accuracy"] = row["accuracy"], None
         rows.append(row)

@@ -48,6 +48,7 @@ class Recorder:
         self.spill = spill
         self.parts: dict[str, list[torch.Tensor]] = {}
         self.logits: dict[str, Spilled] = {}
+        self.gram: torch.Tensor | None = None  # PᵀP of the original's softmax rows (K × K)
         self.classes = 0
 
     def add(
@@ -63,6 +64,9 @@ class Recorder:
         k = min(self.topk, self.classes)
         log_sum = logits.double().logsumexp(dim=1)
         entropy = torch.special.entr(probs).sum(dim=1)
+        original = probs[:size]
+        gram = original.T @ original
+        self.gram = gram if self.gram is None else self.gram + gram
         blocks = {
             "top_indices": top_indices[:, :k].int(),
             "top_probs": top_probs[:, :k],
@@ -93,6 +97,8 @@ class Recorder:
                 arrays[f"v{j}.{name}"] = torch.cat(self.parts[f"v{j}.{name}"]).cpu().numpy()
             if self.level == "full":
                 arrays[f"v{j}.logits"] = self.logits[f"v{j}.logits"]
+        assert self.gram is not None
+        arrays["v0.gram"] = self.gram.cpu().numpy()
         return arrays
 
 

@@ -217,7 +217,7 @@ class StudyPlan:
             {
                 k: v
                 for k, v in options.items()
-                if k not in ("name", "spec", "params", "shift", "held_out")  # held_out: analyses
+                if k not in ("name", "spec", "params", "shift", "held_out", "source")  # analyses
             }
         )
         return entry

@@ -1,5 +1,5 @@
-"""A third-party measure that declares what it reads (the top 5), and an analysis that reads
-a study's kept outputs."""
+"""A third-party measure that declares what it reads (the top 5), an analysis that reads a
+study's kept outputs, and an accuracy estimator."""
 
 from invkit import hookimpl
 
@@ -53,3 +53,18 @@ def register_measures(register):
 @hookimpl
 def register_analyses(register):
     register(MeanEntropy)
+
+
+class TopFiveMass:
+    """The mean probability the model gives its five most probable classes on the target."""
+
+    name = "top5_mass"
+
+    def __call__(self, model, target, study):
+        kept = study.outputs(model, target, self.name)
+        return float(kept.top_probs["original"][:, :5].sum(axis=1).mean())
+
+
+@hookimpl
+def register_estimators(register):
+    register(TopFiveMass)

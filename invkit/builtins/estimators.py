@@ -1,0 +1,361 @@
+"""Built-in label-free accuracy estimators, each as its paper defines it (docs/estimators.md).
+
+Direct estimators fit on the same model's outputs on the labeled source set; agreement
+estimators compare several models' predictions on the same images; line fits regress accuracy
+on a dataset score across the labeled test sets and read it off at the target's score. Each
+reads the study's kept outputs: adding one to a finished study runs no forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from invkit.errors import EstimatorNeeds, InvkitError
+from invkit.plugin.components import Estimator
+from invkit.plugin.hookspecs import hookimpl
+
+PROBIT_CLIP = 1e-6  # accuracies and agreements of exactly 0 or 1 have no probit
+
+
+def _probit(values: Any) -> np.ndarray:
+    from scipy.stats import norm
+
+    return norm.ppf(np.clip(np.asarray(values, dtype=np.float64), PROBIT_CLIP, 1 - PROBIT_CLIP))
+
+
+def _cdf(values: Any) -> Any:
+    from scipy.stats import norm
+
+    return norm.cdf(values)
+
+
+def _confidence(outputs: Any) -> np.ndarray:
+    return np.asarray(outputs.top_probs["original"][:, 0], dtype=np.float64)
+
+
+class AverageConfidence(Estimator):
+    """AC: the mean max-softmax probability on the target (Hendrycks & Gimpel 2017)."""
+
+    name = "ac"
+    reads = "the target's top-1 probabilities"
+
+    def __call__(self, model, target, study):
+        return float(_confidence(study.outputs(model, target, self.name)).mean())
+
+
+class DifferenceOfConfidences(Estimator):
+    """DoC: source accuracy − (source mean confidence − target mean confidence)
+    (Guillory et al. 2021)."""
+
+    name = "doc"
+    reads = "the source's accuracy and top-1 probabilities, the target's top-1 probabilities"
+
+    def __call__(self, model, target, study):
+        source, accuracy = study.need_source(self.name, model)
+        drop = _confidence(source).mean() - _confidence(study.outputs(model, target, self.name))
+        return float(accuracy - drop.mean())
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature T > 0 minimising the negative log-likelihood of softmax(logits / T) on
+    labeled images (Guo et al. 2017), as ATC's authors calibrate the source."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    logits = np.asarray(logits, dtype=np.float64)
+    rows = np.arange(len(targets))
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(logits / np.exp(log_t), axis=1)[rows, targets].mean())
+
+    found = minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded", options={"xatol": 1e-8})
+    return float(np.exp(found.x))
+
+
+def atc_threshold(scores: np.ndarray, correct: np.ndarray) -> float:
+    """ATC's threshold: the score t with as many wrong source images scoring ≥ t as right ones
+    scoring below it, so that the share of source images scoring ≥ t is the source accuracy."""
+    wrong = int(len(correct) - np.count_nonzero(correct))
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))
+    return float(ordered[wrong]) if wrong < len(ordered) else float("inf")
+
+
+class AverageThresholdedConfidence(Estimator):
+    """ATC: the share of target images whose score reaches the threshold fitted on the source
+    (Garg et al. 2022); ``score`` is ``mc`` (max probability) or ``ne`` (negative entropy,
+    Σ p log p); ``temperature``: calibrate on the source first (needs full logits)."""
+
+    reads = "the source's and target's top-1 probabilities or entropies (logits with temperature)"
+    score = "mc"
+
+    def __init__(self, temperature: bool = False):
+        self.temperature = temperature
+
+    def _scores(self, outputs: Any, temperature: float | None) -> np.ndarray:
+        if temperature is None:
+            if self.score == "mc":
+                return _confidence(outputs)
+            return -np.asarray(outputs.entropy["original"], dtype=np.float64)
+        from scipy.special import log_softmax
+
+        if "original" not in outputs.logits:
+            raise EstimatorNeeds(
+                f"{self.name} with temperature = true needs the logits of {outputs.model!r} × "
+                f"{outputs.dataset!r}: run the study with run.outputs = 'full'"
+            )
+        logits = np.asarray(outputs.logits["original"], dtype=np.float64)
+        log_p = log_softmax(logits / temperature, axis=1)
+        if self.score == "mc":
+            return np.exp(log_p.max(axis=1))
+        return (np.exp(log_p) * log_p).sum(axis=1)
+
+    def __call__(self, model, target, study):
+        source, _ = study.need_source(self.name, model)
+        labels = np.asarray(source.targets)
+        correct = np.asarray(source.predictions) == labels
+        temperature = None
+        if self.temperature:
+            if "original" not in source.logits:
+                self._scores(source, 1.0)  # raises what is missing
+            temperature = fit_temperature(source.logits["original"], labels)
+        threshold = atc_threshold(self._scores(source, temperature), correct)
+        scores = self._scores(study.outputs(model, target, self.name), temperature)
+        return float(np.mean(scores >= threshold))
+
+
+class ATCMaxConfidence(AverageThresholdedConfidence):
+    """ATC with the max-softmax score (Garg et al. 2022)."""
+
+    name = "atc_mc"
+    score = "mc"
+
+
+class ATCNegativeEntropy(AverageThresholdedConfidence):
+    """ATC with the negative-entropy score Σ p log p (Garg et al. 2022)."""
+
+    name = "atc_ne"
+    score = "ne"
+
+
+def _predictions(study: Any, model: str, dataset: str, name: str) -> tuple[Any, np.ndarray]:
+    outputs = study.outputs(model, dataset, name)
+    return outputs.indices, np.asarray(outputs.predictions)
+
+
+def agreement(study: Any, first: str, second: str, dataset: str, name: str) -> float:
+    """The share of a dataset's images on which two models predict the same class."""
+    indices, a = _predictions(study, first, dataset, name)
+    other_indices, b = _predictions(study, second, dataset, name)
+    if not np.array_equal(indices, other_indices):
+        raise EstimatorNeeds(
+            f"{name} compares {first!r} and {second!r} on the same images of {dataset!r}, and "
+            "their kept outputs cover different images (a limit or unreadable images?)"
+        )
+    return float(np.mean(a == b))
+
+
+class GeneralizationDisagreement(Estimator):
+    """GDE: the agreement of the model's predictions with a second model's on the target
+    (Jiang et al. 2022); ``other``: that model's label (default: the next model of the study)."""
+
+    name = "gde"
+    reads = "two models' top-1 predictions on the target"
+
+    def __init__(self, other: str = ""):
+        self.other = other
+
+    def __call__(self, model, target, study):
+        other = self.other
+        if not other:
+            if len(study.models) < 2:
+                raise EstimatorNeeds("gde needs a second model in the study to agree with")
+            other = study.models[(study.models.index(model) + 1) % len(study.models)]
+        if other not in study.models:
+            raise EstimatorNeeds(f"gde's other model {other!r} is not in the study")
+        return agreement(study, model, other, target, self.name)
+
+
+class _AgreementOnTheLine(Estimator):
+    """ALine (Baek et al. 2022): over every pair of models, probit agreement on the target is
+    linear in probit agreement on the source, with the slope and bias that relate the models'
+    accuracies; pairs agreeing on under 5% or over 98% of images are left out, as the
+    authors do."""
+
+    reads = "every model's top-1 predictions on the source and the target; source accuracies"
+    low, high = 0.05, 0.98
+
+    def fit(self, target: str, study: Any) -> dict[str, Any]:
+        key = ("aline", target)
+        if key in study.memo:
+            return study.memo[key]
+        if study.source is None:
+            study.need_source(self.name, study.models[0])
+        models = [m for m in study.models if study.accuracy(m, study.source) is not None]
+        if len(models) < 3:
+            raise EstimatorNeeds(
+                f"{self.name} needs at least 3 models with a labeled source set; the study has "
+                f"{len(models)}"
+            )
+        pairs, source_ag, target_ag = [], [], []
+        for i, first in enumerate(models):
+            for second in models[i + 1 :]:
+                on_source = agreement(study, first, second, study.source, self.name)
+                on_target = agreement(study, first, second, target, self.name)
+                if self.low <= on_source <= self.high and self.low <= on_target <= self.high:
+                    pairs.append((i, models.index(second)))
+                    source_ag.append(on_source)
+                    target_ag.append(on_target)
+        if len(pairs) < 2:
+            raise EstimatorNeeds(
+                f"{self.name} needs at least 2 model pairs agreeing on 5% to 98% of the images "
+                f"of both {study.source!r} and {target!r}; {len(pairs)} do"
+            )
+        accuracy = [study.accuracy(m, study.source) for m in models]
+        fitted = {"models": models, **aline(accuracy, pairs, source_ag, target_ag)}
+        study.memo[key] = fitted
+        return fitted
+
+    def __call__(self, model, target, study):
+        fitted = self.fit(target, study)
+        if model not in fitted["models"]:
+            raise EstimatorNeeds(f"{self.name}: {model!r} has no labeled source accuracy")
+        estimates = fitted[self.name]
+        if estimates is None:
+            raise EstimatorNeeds(
+                f"{self.name}: the pairs left do not determine every model's accuracy "
+                "(too few distinct pairs); aline_s still applies"
+            )
+        return float(estimates[fitted["models"].index(model)])
+
+
+class ALineS(_AgreementOnTheLine):
+    """ALine-S: each model's source accuracy carried along the agreement line (Baek et al.
+    2022)."""
+
+    name = "aline_s"
+
+
+class ALineD(_AgreementOnTheLine):
+    """ALine-D: every model's target accuracy solved at once from each pair's agreements
+    (Baek et al. 2022)."""
+
+    name = "aline_d"
+
+
+def aline(
+    source_accuracy: Any, pairs: Any, source_agreement: Any, target_agreement: Any
+) -> dict[str, Any]:
+    """Agreement-on-the-line (Baek et al. 2022) for models 0..M-1 with their source
+    accuracies, from each pair (i, j)'s agreement on the source and the target.
+
+    The probit line Φ⁻¹(target agreement) = a Φ⁻¹(source agreement) + b is fitted by least
+    squares. ALine-S carries each model's source accuracy along it: Φ(a Φ⁻¹(acc) + b). ALine-D
+    solves, in least squares, ½(xᵢ + xⱼ) = Φ⁻¹(target agreementᵢⱼ) + a (½(Φ⁻¹(accᵢ) +
+    Φ⁻¹(accⱼ)) − Φ⁻¹(source agreementᵢⱼ)) for every model's probit target accuracy x (only
+    when the pairs determine every x)."""
+    x, y = _probit(source_agreement), _probit(target_agreement)
+    slope, bias = np.polyfit(x, y, 1)
+    accuracy = _probit(source_accuracy)
+    design = np.zeros((len(pairs), len(accuracy)))
+    for row, (i, j) in enumerate(pairs):
+        design[row, i] += 0.5
+        design[row, j] += 0.5
+    right = y + slope * (design @ accuracy - x)
+    solved, _, rank, _ = np.linalg.lstsq(design, right, rcond=None)
+    return {
+        "slope": float(slope),
+        "bias": float(bias),
+        "aline_s": _cdf(slope * accuracy + bias),
+        "aline_d": _cdf(solved) if rank == len(accuracy) else None,
+    }
+
+
+def nuclear_norm_score(outputs: Any) -> float:
+    """‖P‖* / √(N · min(N, K)) of the N × K softmax matrix (Deng et al. 2023), in [0, 1]."""
+    n, k = len(outputs.indices), outputs.classes
+    return outputs.nuclear_norm / np.sqrt(n * min(n, k))
+
+
+def energy_score(outputs: Any) -> float:
+    """The mean log-sum-exp of the logits (the negative free energy; Peng et al. 2024, MDE)."""
+    return float(np.mean(np.asarray(outputs.logsumexp["original"], dtype=np.float64)))
+
+
+class LineFit(Estimator):
+    """Accuracy fitted on the probit scale against a dataset score across the model's labeled
+    test sets (source included, target left out), read off at the target's score."""
+
+    reads = "the model's accuracies and scores on the labeled test sets, the target's score"
+
+    def __init__(self, score: Any = "nuclear_norm"):
+        self.score = score
+
+    @property
+    def label(self) -> str:
+        return self.score if isinstance(self.score, str) else "·".join(self.score)
+
+    def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
+        if self.score == "nuclear_norm":
+            outputs = study.outputs(model, dataset, self.label)
+            if outputs.gram is None:
+                raise EstimatorNeeds(
+                    f"nuclear_norm reads PᵀP of {model!r} × {dataset!r}, which outputs kept by an "
+                    "earlier invkit lack; run the study again with --fresh"
+                )
+            return nuclear_norm_score(outputs)
+        if self.score == "energy":
+            return energy_score(study.outputs(model, dataset, self.label))
+        return study.scores.get(tuple(self.score), {}).get((model, dataset))
+
+    def __call__(self, model, target, study):
+        labeled = study.labeled_sets(model, leave_out=target)
+        points = [(self.dataset_score(model, d, study), study.accuracy(model, d)) for d in labeled]
+        points = [(x, y) for x, y in points if x is not None]
+        if len({x for x, _ in points}) < 2:
+            raise EstimatorNeeds(
+                f"the {self.label} line fit needs {model!r}'s score on at least 2 labeled test "
+                f"sets besides {target!r}; it has {len(points)}"
+            )
+        at = self.dataset_score(model, target, study)
+        if at is None:
+            raise InvkitError(f"no {self.label} score of {model!r} on {target!r}")
+        xs, ys = zip(*points, strict=True)
+        slope, intercept = np.polyfit(xs, _probit(ys), 1)
+        return float(_cdf(intercept + slope * at))
+
+
+class NuclearNorm(LineFit):
+    """A line fit of accuracy against the softmax matrix's normalised nuclear norm (Deng et
+    al. 2023)."""
+
+    name = "nuclear_norm"
+
+    def __init__(self):
+        super().__init__("nuclear_norm")
+
+
+class Energy(LineFit):
+    """A line fit of accuracy against the mean log-sum-exp of the logits (energy, MDE-style)."""
+
+    name = "energy"
+
+    def __init__(self):
+        super().__init__("energy")
+
+
+@hookimpl
+def register_estimators(register):
+    for estimator in (
+        AverageConfidence,
+        DifferenceOfConfidences,
+        ATCMaxConfidence,
+        ATCNegativeEntropy,
+        GeneralizationDisagreement,
+        ALineS,
+        ALineD,
+        NuclearNorm,
+        Energy,
+    ):
+        register(estimator)

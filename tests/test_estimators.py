@@ -1,0 +1,248 @@
+"""Label-free accuracy estimators, each checked against an independent numpy/scipy computation
+on real kept outputs (three seeded linear models on real digits, clean and shifted), and the
+``estimate_accuracy`` analysis that ranks them, with no forward pass."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.special
+from scipy.stats import norm
+
+import invkit
+from invkit.builtins.estimators import aline, atc_threshold, fit_temperature
+from invkit.config import ConfigError, load_config, parse_config
+from invkit.results.estimation import StudyData
+from invkit.results.reading import StudyOutputs
+from invkit.run.study import Study
+
+from .conftest import HERE, run_cli
+
+MODELS = ("linear", "other_linear", "third_linear")
+
+
+def write_study(folder: Path, analyses: bool = True, source: bool = True) -> Path:
+    shutil.copy(HERE / "study_files" / "user_models.py", folder / "user_models.py")
+    lines = ['transforms = ["rotation"]', 'measures = ["ei", "agreement"]', "",
+             "[run]", "batch_size = 32", 'device = "cpu"', 'outputs = "full"']  # fmt: skip
+    for name in MODELS:
+        lines += ["", "[[models]]", f'name = "{name}"', f'spec = "python:user_models.py:{name}"',
+                  "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }"]  # fmt: skip
+    sets = [("clean", "", source, False), ("noise-1", "gaussian_noise", False, False),
+            ("noise-2", "gaussian_noise", False, False), ("noise-3", "gaussian_noise", False, True),
+            ("contrast-3", "contrast", False, True)]  # fmt: skip
+    for i, (name, corruption, is_source, held_out) in enumerate(sets):
+        lines += ["", "[[datasets]]", f'name = "{name}"', 'spec = "digits"',
+                  'params = { size = 16, split = "test" }', "limit = 200"]  # fmt: skip
+        if corruption:
+            lines += [f'corruption = "{corruption}"', f"severity = {min(i, 3)}"]
+        lines += [f"source = {'true' if is_source else 'false'}"] if is_source else []
+        lines += ["held_out = true"] if held_out else []
+    if analyses:
+        lines += ["", "[[analyses]]", 'name = "estimate_accuracy"']
+    path = folder / f"study-{analyses}-{source}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """The study run once without the estimators; tests add them to its output."""
+    folder = tmp_path_factory.mktemp("estimators")
+    out = folder / "out"
+    config = write_study(folder, analyses=False)
+    Study(load_config(config), out_dir=out, progress=False, echo=lambda _: None).run()
+    return out
+
+
+def study_data(out: Path) -> StudyData:
+    from invkit.results.report import analysis_rows, results_table
+    from invkit.results.store import Store
+
+    store = Store(out / "results.sqlite")
+    try:
+        config = store.config()
+        rows = analysis_rows(results_table(store, config), config)
+    finally:
+        store.close()
+    return StudyData(rows, StudyOutputs.of(out))
+
+
+def estimator(name: str, **params):
+    return invkit.get_component("estimator", name).create(**params)
+
+
+def softmax(logits) -> np.ndarray:
+    return scipy.special.softmax(np.asarray(logits, dtype=np.float64), axis=1)
+
+
+def test_atc_threshold_reproduces_the_source_accuracy_within_one_image():
+    rng = np.random.default_rng(0)
+    for n in (50, 333, 1000):
+        scores = rng.random(n)
+        correct = rng.random(n) < scores  # confident images are right more often
+        threshold = atc_threshold(scores, correct)
+        assert abs(np.mean(scores >= threshold) - correct.mean()) <= 1 / n
+        wrong_above = np.count_nonzero(~correct & (scores >= threshold))
+        right_below = np.count_nonzero(correct & (scores < threshold))
+        assert wrong_above == right_below  # the balance ATC fits
+
+
+def test_atc_on_real_outputs_equals_a_direct_computation(finished):
+    study = study_data(finished)
+    for model in MODELS:
+        source = study.kept[model, "clean"]
+        target = study.kept[model, "noise-2"]
+        p_source, p_target = softmax(source.logits["original"]), softmax(target.logits["original"])
+        correct = p_source.argmax(1) == np.asarray(source.targets)
+        for name, score in (("atc_mc", lambda p: p.max(1)),
+                            ("atc_ne", lambda p: np.sum(p * np.log(p), axis=1))):  # fmt: skip
+            ordered = np.sort(score(p_source))
+            t = ordered[np.count_nonzero(~correct)]
+            expected = np.mean(score(p_target) >= t)
+            study.target = "noise-2"
+            assert estimator(name)(model, "noise-2", study) == pytest.approx(expected, abs=1e-12)
+
+
+def test_doc_identity_and_ac_against_numpy(finished):
+    study = study_data(finished)
+    for model in MODELS:
+        p_source = softmax(study.kept[model, "clean"].logits["original"])
+        p_target = softmax(study.kept[model, "noise-3"].logits["original"])
+        accuracy = study.accuracy(model, "clean")
+        study.target = "noise-3"
+        doc = estimator("doc")(model, "noise-3", study)
+        assert doc == pytest.approx(
+            accuracy - (p_source.max(1).mean() - p_target.max(1).mean()), abs=1e-12
+        )
+        assert estimator("ac")(model, "noise-3", study) == pytest.approx(p_target.max(1).mean())
+        study.target = "clean"  # on the source itself, DoC is the source accuracy
+        assert study.accuracy(model, "clean") is None  # the target's label is never given
+        study.target = None
+        assert estimator("doc")(model, "clean", study) == pytest.approx(accuracy, abs=1e-12)
+
+
+def test_gde_of_a_model_with_itself_is_1_and_with_another_is_their_agreement(finished):
+    study = study_data(finished)
+    assert estimator("gde", other="linear")("linear", "noise-1", study) == 1.0
+    a = study.kept["linear", "noise-1"].logits["original"]
+    b = study.kept["other_linear", "noise-1"].logits["original"]
+    expected = np.mean(np.argmax(a, 1) == np.argmax(b, 1))
+    assert estimator("gde", other="other_linear")("linear", "noise-1", study) == expected
+
+
+def test_the_nuclear_norm_from_the_passes_accumulated_gram_equals_numpys(finished):
+    for model in MODELS:
+        for dataset in ("clean", "noise-3"):
+            kept = invkit.load_outputs(finished, model, dataset)
+            probs = softmax(kept.logits["original"])
+            assert kept.nuclear_norm == pytest.approx(np.linalg.norm(probs, "nuc"), rel=1e-10)
+
+
+def test_aline_recovers_a_planted_probit_line():
+    rng = np.random.default_rng(1)
+    slope, bias = 0.8, -0.3
+    accuracy = rng.uniform(0.55, 0.95, size=6)
+    pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
+    source_agreement = rng.uniform(0.6, 0.95, size=len(pairs))
+    target_agreement = norm.cdf(slope * norm.ppf(source_agreement) + bias)
+    fitted = aline(accuracy, pairs, source_agreement, target_agreement)
+    assert (fitted["slope"], fitted["bias"]) == pytest.approx((slope, bias), abs=1e-9)
+    planted = norm.cdf(slope * norm.ppf(accuracy) + bias)
+    np.testing.assert_allclose(fitted["aline_s"], planted, atol=1e-9)
+    np.testing.assert_allclose(fitted["aline_d"], planted, atol=1e-9)
+
+
+def test_temperature_scaling_equals_a_direct_minimisation_of_the_nll():
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(400, 10)) * 2.0
+    targets = np.array([rng.choice(10, p=p) for p in softmax(base / 1.7)])
+
+    def nll(t):
+        log_p = scipy.special.log_softmax(base / t, axis=1)
+        return -log_p[np.arange(len(targets)), targets].mean()
+
+    direct = scipy.optimize.minimize(lambda t: nll(t[0]), x0=[1.0], bounds=[(0.01, 100)]).x[0]
+    assert fit_temperature(base, targets) == pytest.approx(direct, rel=1e-4)
+    assert 1.3 < fit_temperature(base, targets) < 2.2  # near the planted 1.7
+
+
+def test_an_estimator_whose_needs_are_unmet_says_so_and_gives_no_number(tmp_path, finished):
+    study = study_data(finished)
+    study.source = None
+    for name in ("atc_mc", "doc", "aline_s"):
+        with pytest.raises(invkit.errors.EstimatorNeeds, match=f"{name} needs a source set"):
+            estimator(name)("linear", "noise-1", study)
+    with pytest.raises(invkit.errors.EstimatorNeeds, match="run.outputs = 'full'"):
+        summary = study_data(finished)
+        summary.kept["linear", "clean"].logits.clear()  # as a "summary" study keeps
+        estimator("atc_mc", temperature=True)("linear", "noise-1", summary)
+    # through the analysis: a study with no source set
+    config = write_study(tmp_path, analyses=True, source=False)
+    out = tmp_path / "out"
+    Study(load_config(config), out_dir=out, progress=False, echo=lambda _: None).run()
+    rows = list(csv.DictReader((out / "estimates.csv").open()))
+    atc = [row for row in rows if row["estimator"] == "atc_mc"]
+    assert atc and all(row["estimate"] == "" for row in atc)
+    assert all("atc_mc needs a source set: mark one labeled dataset as the source" in r["note"]
+               for r in atc)  # fmt: skip
+    assert all(row["estimate"] != "" for row in rows if row["estimator"] == "ac")
+
+
+def test_adding_the_estimators_to_a_finished_study_runs_no_forward_pass(tmp_path, finished):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    config = write_study(finished.parent, analyses=True)  # the same models and sets
+    outcome = Study(load_config(config), out_dir=out, progress=False, echo=lambda _: None).run()
+    assert outcome.forward_images == 0 and outcome.computed == 0
+    rows = list(csv.DictReader((out / "estimates.csv").open()))
+    assert rows[0].keys() >= {"model", "dataset", "estimator", "estimate", "accuracy", "abs_error"}
+    names = {row["estimator"] for row in rows}
+    assert names >= {"ac", "doc", "atc_mc", "atc_ne", "gde", "aline_s", "aline_d",
+                     "nuclear_norm", "energy", "rotation·ei", "rotation·agreement"}  # fmt: skip
+    assert {row["dataset"] for row in rows} == {"noise-1", "noise-2", "noise-3", "contrast-3"}
+    for row in rows:
+        if row["estimate"]:
+            assert 0 <= float(row["estimate"]) <= 1
+        if row["abs_error"]:
+            assert float(row["abs_error"]) == pytest.approx(
+                abs(float(row["estimate"]) - float(row["accuracy"])), abs=1e-12
+            )
+    board = json.loads((out / "analyses.json").read_text())["estimate_accuracy"]["leaderboard"]
+    assert [b["mae"] for b in board if b["mae"] is not None] == sorted(
+        b["mae"] for b in board if b["mae"] is not None
+    )
+    assert {b["pairs"] for b in board if b["mae"] is not None} == {3 * 2}  # held-out pairs
+    summary = (out / "report.md").read_text()
+    assert "Label-free accuracy estimates" in summary and "| aline_s |" in summary
+
+
+def test_a_third_party_estimator_appears_in_the_leaderboard(tmp_path, finished, with_plugin_site):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    config = write_study(finished.parent, analyses=True)
+    env = {"INVKIT_LOAD_PLUGINS": "invkit-topfive"}
+    done = run_cli("study", str(config), "--out", str(out), "--no-progress", env=env)
+    assert "0 images decoded, 0 through the models" in done.stdout
+    result = json.loads((out / "analyses.json").read_text())
+    board = {b["estimator"]: b for b in result["estimate_accuracy"]["leaderboard"]}
+    assert board["top5_mass"]["pairs"] == 6 and board["top5_mass"]["mae"] is not None
+    assert "| top5_mass |" in (out / "report.md").read_text()
+
+
+def test_one_source_set_and_never_held_out():
+    base = {"models": ["digits"], "transforms": ["rotation"], "measures": ["ei"]}
+    two = {**base, "datasets": [{"name": "a", "spec": "digits", "source": True},
+                                {"name": "b", "spec": "digits", "source": True}]}  # fmt: skip
+    with pytest.raises(ConfigError, match="'a', 'b' are each marked source = true; mark one"):
+        parse_config(two)
+    held = {**base, "datasets": [{"name": "a", "spec": "digits", "source": True,
+                                  "held_out": True}]}  # fmt: skip
+    with pytest.raises(ConfigError, match="'a' is both source and held_out"):
+        parse_config(held)
