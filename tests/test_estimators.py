@@ -108,6 +108,13 @@ def test_atc_on_real_outputs_equals_a_direct_computation(finished):
             expected = np.mean(score(p_target) >= t)
             study.target = "noise-2"
             assert estimator(name)(model, "noise-2", study) == pytest.approx(expected, abs=1e-12)
+        # temperature scaling first, on the source's full logits
+        t = fit_temperature(source.logits["original"], np.asarray(source.targets))
+        scaled_source = softmax(np.asarray(source.logits["original"]) / t).max(1)
+        scaled_target = softmax(np.asarray(target.logits["original"]) / t).max(1)
+        threshold = np.sort(scaled_source)[np.count_nonzero(~correct)]
+        scaled = estimator("atc_mc", temperature=True)(model, "noise-2", study)
+        assert scaled == pytest.approx(np.mean(scaled_target >= threshold), abs=1e-12)
 
 
 def test_doc_identity_and_ac_against_numpy(finished):

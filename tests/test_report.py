@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from invkit.api import get_analysis
+from invkit.results.reading import StudyOutputs
 from invkit.results.report import analysis_rows, results_table
 from invkit.results.store import Store
 
@@ -98,8 +99,11 @@ def test_no_plotted_accuracy_leaves_0_1(demo):
     from matplotlib.collections import PathCollection, PolyCollection
 
     drawn = 0
+    outputs = StudyOutputs.of(demo)
     for entry in config["analyses"]:
-        result = get_analysis(entry["component"], **entry["params"])(table)
+        analysis = get_analysis(entry["component"], **entry["params"])
+        reads = getattr(analysis, "reads_outputs", False)
+        result = analysis(table, outputs=outputs) if reads else analysis(table)
         for title, figure in result.figures():
             if title == "heatmap-r":
                 continue  # r, not accuracy

@@ -46,8 +46,7 @@ class AverageConfidence(Estimator):
 
 
 class DifferenceOfConfidences(Estimator):
-    """DoC: source accuracy − (source mean confidence − target mean confidence)
-    (Guillory et al. 2021)."""
+    """DoC: source accuracy − (source − target mean confidence) (Guillory et al. 2021)."""
 
     name = "doc"
     reads = "the source's accuracy and top-1 probabilities, the target's top-1 probabilities"
@@ -157,8 +156,9 @@ def agreement(study: Any, first: str, second: str, dataset: str, name: str) -> f
 
 
 class GeneralizationDisagreement(Estimator):
-    """GDE: the agreement of the model's predictions with a second model's on the target
-    (Jiang et al. 2022); ``other``: that model's label (default: the next model of the study)."""
+    """GDE: agreement with a second model's predictions on the target (Jiang et al. 2022).
+
+    ``other``: that model's label (default: the next model of the study)."""
 
     name = "gde"
     reads = "two models' top-1 predictions on the target"
@@ -231,15 +231,13 @@ class _AgreementOnTheLine(Estimator):
 
 
 class ALineS(_AgreementOnTheLine):
-    """ALine-S: each model's source accuracy carried along the agreement line (Baek et al.
-    2022)."""
+    """ALine-S: source accuracy carried along the agreement line (Baek et al. 2022)."""
 
     name = "aline_s"
 
 
 class ALineD(_AgreementOnTheLine):
-    """ALine-D: every model's target accuracy solved at once from each pair's agreements
-    (Baek et al. 2022)."""
+    """ALine-D: all models' accuracies solved from pairwise agreements (Baek et al. 2022)."""
 
     name = "aline_d"
 
@@ -298,13 +296,12 @@ class LineFit(Estimator):
 
     def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
         if self.score == "nuclear_norm":
-            outputs = study.outputs(model, dataset, self.label)
-            if outputs.gram is None:
-                raise EstimatorNeeds(
-                    f"nuclear_norm reads PᵀP of {model!r} × {dataset!r}, which outputs kept by an "
-                    "earlier invkit lack; run the study again with --fresh"
-                )
-            return nuclear_norm_score(outputs)
+            try:
+                return nuclear_norm_score(study.outputs(model, dataset, self.label))
+            except EstimatorNeeds:
+                raise
+            except InvkitError as error:
+                raise EstimatorNeeds(f"nuclear_norm: {error}") from None
         if self.score == "energy":
             return energy_score(study.outputs(model, dataset, self.label))
         return study.scores.get(tuple(self.score), {}).get((model, dataset))
@@ -327,8 +324,7 @@ class LineFit(Estimator):
 
 
 class NuclearNorm(LineFit):
-    """A line fit of accuracy against the softmax matrix's normalised nuclear norm (Deng et
-    al. 2023)."""
+    """Line fit of accuracy on the softmax matrix's nuclear norm (Deng et al. 2023)."""
 
     name = "nuclear_norm"
 
@@ -337,7 +333,7 @@ class NuclearNorm(LineFit):
 
 
 class Energy(LineFit):
-    """A line fit of accuracy against the mean log-sum-exp of the logits (energy, MDE-style)."""
+    """Line fit of accuracy on the mean log-sum-exp of the logits (energy, MDE-style)."""
 
     name = "energy"
 

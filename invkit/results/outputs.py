@@ -235,9 +235,17 @@ class Outputs:
     @property
     def nuclear_norm(self) -> float:
         """‖P‖*, the sum of the singular values of the original's N × K softmax matrix: the
-        sum of the square roots of the eigenvalues of PᵀP, which the pass accumulated."""
+        sum of the square roots of the eigenvalues of PᵀP, which the pass accumulated (for up
+        to 4,096 classes), or from the logits of a ``full`` study."""
         if self.gram is None:
-            raise InvkitError(f"kept outputs of {self.model!r} × {self.dataset!r} hold no PᵀP")
+            if "original" in self.logits:
+                logits = np.asarray(self.logits["original"], dtype=np.float64)
+                probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+                return float(np.linalg.norm(probs / probs.sum(axis=1, keepdims=True), "nuc"))
+            raise InvkitError(
+                f"kept outputs of {self.model!r} × {self.dataset!r} hold no PᵀP (kept for up to "
+                "4,096 classes, and by this version of invkit); keep run.outputs = 'full'"
+            )
         eigenvalues = np.linalg.eigvalsh(np.asarray(self.gram, dtype=np.float64))
         return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
 

@@ -34,6 +34,9 @@ def dense_top(indices: torch.Tensor, probs: torch.Tensor, classes: int, k: int) 
     return rows.scatter_(1, indices[:, :k].long(), probs[:, :k])
 
 
+GRAM_MAX_CLASSES = 4096  # PᵀP (K × K float64) is kept up to 128 MB: ImageNet-1k's is 8 MB
+
+
 class Recorder:
     """What one model keeps of a pass, view by view: the top-k, log-sum-exp and entropy on the
     device (copied once at the end), full logits appended to files batch by batch."""
@@ -64,9 +67,10 @@ class Recorder:
         k = min(self.topk, self.classes)
         log_sum = logits.double().logsumexp(dim=1)
         entropy = torch.special.entr(probs).sum(dim=1)
-        original = probs[:size]
-        gram = original.T @ original
-        self.gram = gram if self.gram is None else self.gram + gram
+        if self.classes <= GRAM_MAX_CLASSES:
+            original = probs[:size]
+            gram = original.T @ original
+            self.gram = gram if self.gram is None else self.gram + gram
         blocks = {
             "top_indices": top_indices[:, :k].int(),
             "top_probs": top_probs[:, :k],
@@ -97,8 +101,8 @@ class Recorder:
                 arrays[f"v{j}.{name}"] = torch.cat(self.parts[f"v{j}.{name}"]).cpu().numpy()
             if self.level == "full":
                 arrays[f"v{j}.logits"] = self.logits[f"v{j}.logits"]
-        assert self.gram is not None
-        arrays["v0.gram"] = self.gram.cpu().numpy()
+        if self.gram is not None:
+            arrays["v0.gram"] = self.gram.cpu().numpy()
         return arrays
 
 
