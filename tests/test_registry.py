@@ -18,11 +18,15 @@ def test_builtin_components_of_every_kind_are_listed():
         ("analysis", "model_centric"),
         ("analysis", "dataset_centric"),
         ("analysis", "predict_accuracy"),
+        ("analysis", "estimate_accuracy"),
+        *(("estimator", e) for e in ("ac", "doc", "atc_mc", "atc_ne", "gde", "aline_s")),
+        *(("estimator", e) for e in ("aline_d", "nuclear_norm", "energy")),
         ("executor", "local"),
     }
     assert expected <= names
     assert [c.name for c in invkit.list_components("analyses")] == [
         "dataset_centric",
+        "estimate_accuracy",
         "model_centric",
         "predict_accuracy",
     ]
