@@ -162,6 +162,25 @@ def _no_match_error(prefix: str, folders: list[str], outputs: int) -> InvkitErro
     )
 
 
+def _unmatched_error(prefix: str, unmatched: list[str], names: list[str]) -> InvkitError:
+    """Folders that are not the model's class names: the class_map lines that would map
+    them, each to the closest class name (to be checked: a suggestion, never applied)."""
+    import difflib
+
+    lines = []
+    for folder in unmatched[:3]:
+        close = difflib.get_close_matches(folder, names, n=1, cutoff=0.0)
+        lines.append(f"    {folder} {close[0] if close else names[0]}")
+    return InvkitError(
+        f"{prefix}{len(unmatched)} dataset class(es) match no class of the model, e.g. "
+        f"{', '.join(repr(c) for c in unmatched[:3])} (model classes look like "
+        f"{', '.join(names[:3])}). Fix: name the folders after the model's classes, or by class "
+        'index (3/ is output 3), or give the dataset class_map = "classes.txt" with one line '
+        '"FOLDER CLASS" (a class name or index) per folder, such as (closest names, check '
+        "them):\n" + "\n".join(lines)
+    )
+
+
 def _match(
     dataset_classes: list[str],
     names: list[str] | None,
@@ -178,17 +197,14 @@ def _match(
                 f"{prefix}class map {class_map} does not map the folder(s) {', '.join(missing[:5])}"
             )
         return [mapping[c] for c in dataset_classes], BY_CLASS_MAP
-    if names is not None:
-        unmatched = [c for c in dataset_classes if c not in names]
+    unmatched = [c for c in dataset_classes if c not in names] if names is not None else []
+    by_index = all(map(_is_index, dataset_classes))
+    if names is not None and not (by_index and len(unmatched) == len(dataset_classes)):
         if unmatched:
-            raise InvkitError(
-                f"{prefix}{len(unmatched)} dataset class(es) match no class of the model, e.g. "
-                f"{', '.join(repr(c) for c in unmatched[:3])} (model classes look like "
-                f"{', '.join(names[:3])}); name the folders after the model's classes or give "
-                "a class_map file"
-            )
+            raise _unmatched_error(prefix, unmatched, names)
         return [names.index(c) for c in dataset_classes], BY_NAME
-    if all(map(_is_index, dataset_classes)):
+    # no class names, or whole-number folders none of which is a class name (ImageNet-V2)
+    if by_index:
         indices = [int(c) for c in dataset_classes]
         if len(set(indices)) < len(indices):
             raise InvkitError(

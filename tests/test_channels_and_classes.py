@@ -16,6 +16,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
+import invkit
+from invkit.classes import plan_labels
 from invkit.config import ConfigError, load_config
 from invkit.run.study import Study
 
@@ -233,3 +235,60 @@ def test_more_outputs_than_folders_needs_an_explicit_mapping(gray_study, tmp_pat
     config = write_config(tmp_path, spec, dataset)
     outcome = Study(load_config(config), out_dir=tmp_path / "ok", progress=False).run()
     assert not outcome.failures and cell(tmp_path / "ok")["matching"] == "class_map"
+
+
+def imagenet_model(tmp_path: Path) -> str:
+    """A timm ImageNet model (1,000 outputs named by WordNet id) with weights the test wrote."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp_path / "imagenet.safetensors"))
+    return (
+        'name = "net"\nspec = "timm:test_efficientnet"\n'
+        'params = { weights = "imagenet.safetensors" }\n'
+        "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }"
+    )
+
+
+def test_imagenet_v2_integer_folders_match_a_timm_model_by_index(gray_study, tmp_path):
+    for folder in ("0", "7", "512", "999"):  # a subset with gaps, as ImageNet-V2 names them
+        shutil.copytree(gray_study / "digits" / str(int(folder) % 10), tmp_path / "v2" / folder)
+    config = write_config(
+        tmp_path, imagenet_model(tmp_path), 'name = "v2"\nspec = "imagefolder:v2"'
+    )
+    result = run_cli("study", str(config), "--out", str(tmp_path / "o"), "--no-progress")
+    assert "(classes by index)" in result.stderr
+    assert cell(tmp_path / "o")["matching"] == "by index"
+    loaded = invkit.load_model(
+        "timm:test_efficientnet", weights=str(tmp_path / "imagenet.safetensors")
+    )
+    assert loaded.preprocessing.class_names[7] == "n01514668"  # the model does have names
+    plan = plan_labels(["0", "512", "7", "999"], loaded.preprocessing)
+    assert plan.targets == (0, 512, 7, 999) and plan.method == "by index"
+
+
+def test_all_1000_imagenet_v2_folders_match_by_index(tmp_path):
+    pixel = Image.new("RGB", (4, 4), (128, 64, 32))
+    for index in range(1000):
+        (tmp_path / "v2" / str(index)).mkdir(parents=True)
+        pixel.save(tmp_path / "v2" / str(index) / "a.png")
+    data = invkit.load_dataset(f"imagefolder:{tmp_path / 'v2'}")
+    model = invkit.load_model("timm:test_efficientnet", pretrained=False)
+    plan = plan_labels(data.classes, model.preprocessing)
+    assert plan.method == "by index" and len(data.classes) == 1000
+    assert [plan.targets[data.classes.index(str(i))] for i in range(1000)] == list(range(1000))
+
+
+def test_folders_matching_no_class_name_show_the_class_map_lines_that_would_fix_it():
+    model = invkit.load_model("timm:test_efficientnet", pretrained=False)
+    with pytest.raises(invkit.InvkitError) as caught:
+        plan_labels(["n01440764", "n0144376", "tench"], model.preprocessing, context="net × d")
+    message = str(caught.value)
+    assert "net × d: 2 dataset class(es) match no class of the model" in message
+    assert 'class_map = "classes.txt"' in message
+    suggested = dict(line.split() for line in message.splitlines()[1:])
+    assert set(suggested) == {"n0144376", "tench"}  # a line per unmatched folder shown
+    assert set(suggested.values()) <= set(model.preprocessing.class_names)
+    mixed = ["0", "n01440764"]  # not all whole numbers: by name, and "0" is no class name
+    with pytest.raises(invkit.InvkitError, match="1 dataset class"):
+        plan_labels(mixed, model.preprocessing)
