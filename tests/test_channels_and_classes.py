@@ -4,7 +4,9 @@ PNG folders named by class index (with gaps), and class matching that never gues
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -292,3 +294,45 @@ def test_folders_matching_no_class_name_show_the_class_map_lines_that_would_fix_
     mixed = ["0", "n01440764"]  # not all whole numbers: by name, and "0" is no class name
     with pytest.raises(invkit.InvkitError, match="1 dataset class"):
         plan_labels(mixed, model.preprocessing)
+
+
+def test_missing_weights_are_found_at_once_for_every_model(tmp_path):
+    config = tmp_path / "study.toml"
+    config.write_text(
+        'transforms = ["rotation"]\nmeasures = ["ei"]\n[run]\ndevice = "cpu"\n'
+        '[[models]]\nname = "r18"\nspec = "timm:resnet18"\n'
+        '[[models]]\nname = "eff"\nspec = "timm:test_efficientnet"\n'
+        '[[datasets]]\nname = "d"\nspec = "digits"\nlimit = 4\n'
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path)}
+    result = run_cli("check", str(config), env=env, check=False)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    for spec, hub in (
+        ("resnet18", "resnet18.a1_in1k"),
+        ("test_efficientnet", "test_efficientnet.r160_in1k"),
+    ):
+        assert f"timm:{spec} would download its weights from hf-hub:timm/{hub}" in output
+    assert output.count("HF_HUB_OFFLINE is set") == 2
+
+
+def test_weights_in_the_local_hub_cache_load_offline(tmp_path):
+    torch.manual_seed(3)
+    model = timm.create_model("test_efficientnet", pretrained=False)
+    snapshot = tmp_path / "hub" / "models--timm--test_efficientnet.r160_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, snapshot / "model.safetensors"
+    )
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc")
+    code = (
+        "import invkit, torch\n"
+        "loaded = invkit.load_model('timm:test_efficientnet')\n"
+        "print(float(next(loaded.module.parameters()).sum()))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    expected = float(next(model.parameters()).detach().sum())
+    assert float(done.stdout) == pytest.approx(expected, rel=1e-6)

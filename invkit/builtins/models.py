@@ -35,6 +35,23 @@ def imagenet_class_names(num_classes: int | None) -> list[str] | None:
     return list(ImageNetInfo("imagenet-1k").label_names())
 
 
+def _check_hub_weights(rest: str) -> None:
+    """Weights timm would download: refused at once where they cannot be, announced where
+    they will be (a study on 150 models should not discover the network 150 times)."""
+    import warnings
+
+    from invkit.errors import InvkitWarning
+    from invkit.hub import check_downloadable, timm_weights_source
+
+    source, host, cached = timm_weights_source(rest)
+    if not cached:
+        check_downloadable(f"timm:{rest}", source, host)
+        warnings.warn(
+            InvkitWarning(f"timm:{rest} downloads its weights from {source} (not in the cache)"),
+            stacklevel=2,
+        )
+
+
 def timm_model(
     rest: str,
     pretrained: bool = True,
@@ -64,6 +81,8 @@ def timm_model(
             overlay["num_classes"] = num_classes
         kwargs["pretrained_cfg_overlay"] = overlay
         pretrained = True
+    elif pretrained:
+        _check_hub_weights(rest)
     try:
         with readable_safetensors(Path(weights or "")):
             model = timm.create_model(rest, pretrained=pretrained, **kwargs)
