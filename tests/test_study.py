@@ -438,3 +438,41 @@ def test_study_on_cuda_matches_cpu(study_dir, tmp_path):
             )
             if row["accuracy"]:
                 assert float(gpu["accuracy"]) == pytest.approx(float(row["accuracy"]), abs=0.02)
+
+
+def warning_study(folder: Path, models: list[tuple[str, str]]) -> tuple[list[str], Path]:
+    shutil.copy(HERE / "study_files" / "user_models.py", folder / "user_models.py")
+    text = 'transforms = ["rotation"]\nmeasures = ["ei"]\n[run]\ndevice = "cpu"\n'
+    for name, spec in models:
+        text += f'[[models]]\nname = "{name}"\n{spec}\n'
+        text += "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }\n"
+    text += '[[datasets]]\nname = "d"\nspec = "digits"\nparams = { size = 16 }\nlimit = 40\n'
+    (folder / "study.toml").write_text(text)
+    lines: list[str] = []
+    config = load_config(folder / "study.toml")
+    Study(config, out_dir=folder / "out", progress=False, echo=lines.append).run()
+    return [line for line in lines if line.startswith("invkit: warning:")], folder / "out"
+
+
+def test_random_weights_and_one_accuracy_for_every_model_are_warned_of(tmp_path):
+    random = 'spec = "timm:test_efficientnet"\nparams = { pretrained = false, num_classes = 10 }'
+    (tmp_path / "a").mkdir()
+    warned, out = warning_study(
+        tmp_path / "a", [("random", random), ("linear", 'spec = "python:user_models.py:linear"')]
+    )
+    assert any("1 model(s) use random weights (random)" in line for line in warned)
+    report = (out / "report.md").read_text()
+    assert "**Warning:** 1 model(s) use random weights (random): their accuracy is chance" in report
+    models = {row["model"]: row for row in csv.DictReader((out / "models.csv").open())}
+    assert (models["random"]["random_weights"], models["linear"]["random_weights"]) == (
+        "True",
+        "False",
+    )
+    (tmp_path / "b").mkdir()
+    constant = 'spec = "python:user_models.py:constant"'
+    warned, out = warning_study(tmp_path / "b", [("c1", constant), ("c2", constant)])
+    accuracy = float(next(csv.DictReader((out / "results.csv").open()))["accuracy"])
+    same = f"every model has the same accuracy ({accuracy:.4f}) on d"
+    assert 0 < accuracy < 0.5  # the share of digit 0: both models always say 0
+    assert any(same in line for line in warned) and same in (out / "report.md").read_text()
+    assert not any("random weights" in line for line in warned)

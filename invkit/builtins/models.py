@@ -119,7 +119,7 @@ def timm_model(
         num_classes=model.num_classes,
         class_names=class_names if class_names and len(class_names) == model.num_classes else None,
     )
-    return LoadedModel(model, preprocessing, f"timm:{rest}")
+    return LoadedModel(model, preprocessing, f"timm:{rest}", random_weights=not pretrained)
 
 
 timm_model.name = "timm"  # type: ignore[attr-defined]
@@ -184,7 +184,8 @@ def torchvision_model(
             num_classes=out_features,
             class_names=imagenet_class_names(out_features),
         )
-    return LoadedModel(model, preprocessing, f"torchvision:{rest}")
+    random = weights_file is None and chosen is None
+    return LoadedModel(model, preprocessing, f"torchvision:{rest}", random_weights=random)
 
 
 torchvision_model.name = "torchvision"  # type: ignore[attr-defined]

@@ -127,3 +127,4 @@ class LoadedModel:
     module: Any  # torch.nn.Module
     preprocessing: Preprocessing
     spec: str = ""
+    random_weights: bool = False  # a random initialisation (timm pretrained = false): warned of

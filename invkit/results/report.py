@@ -340,8 +340,10 @@ def markdown_report(
         f"Full tables: {files}."
     )
     summaries = [s for s in sections if s.summary]
-    if summaries:
+    warnings = caveats(table, models)
+    if summaries or warnings:
         lines += ["", "## Summary"]
+        lines += [""] + [f"**Warning:** {md(line)}" for line in warnings] if warnings else []
         for section in summaries:  # findings, the first figure, then the tables behind them
             findings, tables = _findings_and_tables(section.summary or "")
             lines += ["", findings]
@@ -372,8 +374,35 @@ def markdown_report(
 
 MODEL_COLUMNS = [
     "model", "spec", "channels", "input_size", "interpolation", "crop_pct", "mean", "std",
-    "num_classes",
+    "num_classes", "random_weights",
 ]  # fmt: skip
+
+
+def caveats(table: Sequence[Mapping[str, Any]], models: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What makes the numbers meaningless, said before them: models with random weights, and
+    test sets on which every model has the same accuracy (no correlation can be read there)."""
+    lines = []
+    random = [m["model"] for m in models if m.get("random_weights")]
+    if random:
+        lines.append(
+            f"{len(random)} model(s) use random weights ({', '.join(random)}): their accuracy is "
+            "chance, and so is any correlation with it; load pretrained weights "
+            '(pretrained = true, or weights = "FILE")'
+        )
+    names = {row["model"] for row in table}
+    for dataset in dict.fromkeys(row["dataset"] for row in table):
+        accuracies = {
+            row["model"]: row["accuracy"]
+            for row in table
+            if row["dataset"] == dataset and row.get("accuracy") is not None
+        }
+        if len(names) > 1 and len(accuracies) == len(names) and len(set(accuracies.values())) == 1:
+            value = next(iter(accuracies.values()))
+            lines.append(
+                f"every model has the same accuracy ({value:.4f}) on {dataset}: the models "
+                "cannot be told apart by accuracy there, and its correlations are undefined"
+            )
+    return lines
 
 
 def model_rows(config: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -210,7 +210,10 @@ def run_pass(spec: PassSpec) -> PassResult:
         for result, loaded in zip(results, models, strict=True):
             result.input_size = tuple(loaded.preprocessing.input_size)
             result.device = str(device)
-            result.preprocessing = model_input(loaded.preprocessing)
+            result.preprocessing = {
+                **model_input(loaded.preprocessing),
+                "random_weights": loaded.random_weights,
+            }
         results[0].shared = results[1:]
         results[0].decoded = len(prepared)
         return results[0]

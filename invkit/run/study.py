@@ -20,6 +20,7 @@ from invkit import __version__
 from invkit.config import StudyConfig
 from invkit.errors import InvkitError, StorageError, listing, unwritable_output
 from invkit.lock import exclusive
+from invkit.markup import terminal
 from invkit.paths import check_writable, refuse_links, resolve_path
 from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
 from invkit.results import outputs as kept_files
@@ -465,6 +466,7 @@ class Study:
                 store.record_failure(spec.model.name, spec.dataset.name, message, job.traceback)
         store.check_identity()
         self._note_unlabeled_held_out(store)
+        self._warn_caveats(store, config)
         outcome.report = write_report(self.out_dir, store, config, self.plan.analyses)
         return outcome
 
@@ -507,6 +509,15 @@ class Study:
             f"invkit: {outcome.from_outputs} cell(s) from kept outputs in "
             f"{kept_files.folder(self.out_dir)}, 0 images through the models"
         )
+
+    def _warn_caveats(self, store: Store, config: dict[str, Any]) -> None:
+        """Random weights, or one accuracy for every model on a test set: said on the console
+        as in the report's Summary, since every number after it depends on it."""
+        from invkit.results.report import caveats, model_rows, results_table
+
+        models = model_rows(config, store.model_inputs())
+        for line in caveats(results_table(store, config), models):
+            self.echo(f"invkit: warning: {terminal(line)}")
 
     def _note_unlabeled_held_out(self, store: Store) -> None:
         """``held_out`` hides a test set's labels from the analyses: on a set without labels
