@@ -162,12 +162,47 @@ def _table_list(data: Mapping[str, Any], key: str) -> list[Any]:
     return _expect(f"'{key}'", value, list, "a list")
 
 
-def _model(i: int, raw: Any) -> ModelEntry:
+MODEL_KEYS = ["name", "spec", "specs", "specs_file", "params", "preprocessing"]
+
+
+def _models(i: int, raw: Any, base_dir: Path) -> list[ModelEntry]:
+    """One ``[[models]]`` entry: a model, or many sharing ``params`` and ``preprocessing``
+    (``specs = [...]``, or ``specs_file``: one spec per line, ``#`` comments), each named by
+    its spec."""
     where = f"models[{i}]"
+    if not isinstance(raw, Mapping) or not ({"specs", "specs_file"} & set(raw)):
+        return [_model(where, raw)]
+    _check_keys(where, raw, MODEL_KEYS)
+    given = [key for key in ("name", "spec", "specs", "specs_file") if key in raw]
+    if len(given) > 1:
+        raise ConfigError(
+            f"{where} gives {' and '.join(given)}; keep one: spec (with name) for one model, "
+            "specs or specs_file for many, each named by its spec"
+        )
+    if "specs" in raw:
+        specs = _expect(f"{where}.specs", raw["specs"], list, "a list of spec strings")
+        origin = f"{where}.specs"
+    else:
+        path = Path(_expect(f"{where}.specs_file", raw["specs_file"], str, "a file name"))
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{where}.specs_file: cannot read {str(path)!r} ({error})") from None
+        specs = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        specs = [spec for spec in specs if spec]
+        origin = f"{where}.specs_file ({path.name})"
+    if not specs:
+        raise ConfigError(f"{where}: {origin} lists no model")
+    shared = {k: raw[k] for k in ("params", "preprocessing") if k in raw}
+    return [_model(f"{origin}[{j}]", {"spec": spec, **shared}) for j, spec in enumerate(specs)]
+
+
+def _model(where: str, raw: Any) -> ModelEntry:
     if isinstance(raw, str):
         return ModelEntry(name=raw, spec=raw)
     _expect(where, raw, Mapping, 'a table such as { spec = "timm:resnet18" } or a spec string')
-    _check_keys(where, raw, ["name", "spec", "params", "preprocessing"])
+    _check_keys(where, raw, [key for key in MODEL_KEYS if key not in ("specs", "specs_file")])
     if "spec" not in raw:
         raise ConfigError(f'{where} needs a spec, e.g. spec = "timm:resnet18"')
     spec = _expect(f"{where}.spec", raw["spec"], str, "a string such as 'timm:resnet18'")
@@ -350,7 +385,7 @@ def _one_source(datasets: list[DatasetEntry]) -> None:
 
 
 SECTIONS = {
-    "models": _model,
+    "models": _models,
     "datasets": _dataset,
     "transforms": lambda i, raw: _component("transforms", i, raw),
     "measures": lambda i, raw: _component("measures", i, raw),
@@ -376,8 +411,16 @@ def parse_config(
         raw_entries = _collected(problems, _table_list, data, section) or []
         if not raw_entries and section in REQUIRED_SECTIONS:
             problems.append(f"the config lists no {section}; add at least one (see docs/config.md)")
-        entries = [_collected(problems, build, i, raw) for i, raw in enumerate(raw_entries)]
-        sections[section] = [entry for entry in entries if entry is not None]
+        arguments = (base_dir,) if section == "models" else ()
+        entries = [
+            _collected(problems, build, i, raw, *arguments) for i, raw in enumerate(raw_entries)
+        ]
+        sections[section] = [
+            each
+            for entry in entries
+            if entry is not None
+            for each in (entry if isinstance(entry, list) else [entry])
+        ]
         _collected(problems, _unique, section, sections[section])
     _collected(problems, _one_source, sections["datasets"])
     config = StudyConfig(

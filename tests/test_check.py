@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import timm
 from PIL import Image
 from safetensors.torch import save_file
+
+from invkit.config import ConfigError, load_config
 
 from .conftest import run_cli, study_with
 
@@ -138,3 +141,40 @@ def test_a_subset_of_passes_runs_into_the_same_store_and_a_smoke_run_stores_noth
     assert "--models names 'lineer', which the config does not list; its models: linear" in (
         wrong.stderr
     )
+
+
+def test_many_models_share_params_and_check_names_every_bad_one_at_once(tmp_path):
+    (tmp_path / "models.txt").write_text(
+        "# the paper's population, one timm spec per line\n"
+        "timm:test_efficientnet\n"
+        "timm:resnet1800   # a typo\n"
+        "\n"
+        "timm:test_vitt  # another\n"
+    )
+    config = tmp_path / "study.toml"
+    config.write_text(
+        'transforms = ["rotation"]\nmeasures = ["ei"]\n[run]\ndevice = "cpu"\n'
+        '[[models]]\nspecs_file = "models.txt"\nparams = { pretrained = false }\n'
+        "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }\n"
+        '[[models]]\nspecs = ["timm:test_resnet"]\nparams = { pretrained = false }\n'
+        '[[datasets]]\nname = "d"\nspec = "digits"\nlimit = 4\n'
+    )
+    parsed = load_config(config)
+    assert [m.name for m in parsed.models] == [
+        "timm:test_efficientnet", "timm:resnet1800", "timm:test_vitt", "timm:test_resnet"
+    ]  # fmt: skip
+    assert {str(m.params) for m in parsed.models} == {"{'pretrained': False}"}
+    assert parsed.models[0].preprocessing == {"input_size": [3, 16, 16], "crop_pct": 1.0}
+    assert parsed.models[3].preprocessing == {}
+    result = run_cli("check", str(config), check=False)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "timm has no model 'resnet1800'" in output and "timm has no model 'test_vitt'" in output
+    both = tmp_path / "both.toml"
+    both.write_text(
+        config.read_text().replace(
+            'specs_file = "models.txt"', 'specs_file = "models.txt"\nspec = "timm:x"'
+        )
+    )
+    with pytest.raises(ConfigError, match="gives spec and specs_file; keep one"):
+        load_config(both)
