@@ -100,3 +100,31 @@ def test_every_test_the_docs_cite_exists():
         name for doc in DOCS.glob("*.md") for name in re.findall(r"`(test_\w+)`", doc.read_text())
     }
     assert len(cited) > 40 and not cited - defined, sorted(cited - defined)
+
+
+def test_the_deng2022_recipe_names_real_timm_imagenet_models_and_parses():
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    from invkit.config import load_config
+
+    recipe = DOCS.parent / "examples" / "deng2022"
+    study = load_config(recipe / "study.toml")
+    specs = [model.spec for model in study.models]
+    assert len(specs) >= 100 and len(set(specs)) == len(specs)
+    pretrained = set(timm.list_models(pretrained=True))
+    names = [spec.removeprefix("timm:") for spec in specs]
+    assert [name for name in names if name not in pretrained] == []
+    assert {get_pretrained_cfg(name).num_classes for name in names} == {1000}
+    assert all(model.params == {"pretrained": True} for model in study.models)
+    assert [d.name for d in study.datasets] == [
+        "imagenet-val", "imagenet-v2-matched-frequency", "imagenet-v2-threshold0.7",
+        "imagenet-v2-top-images", "imagenet-sketch", "imagenet-r",
+    ]  # fmt: skip
+    assert study.datasets[-1].class_subset == "folders"
+    shifts = load_config(recipe / "shifts.toml")
+    severities = {
+        (d.shift.component, d.shift.params["severity"]) for d in shifts.datasets if d.shift
+    }
+    assert {s for _, s in severities} == {1, 2, 3, 4, 5} and len(severities) == 15
+    assert [m.spec.removeprefix("timm:") in pretrained for m in shifts.models] == [True] * 6
