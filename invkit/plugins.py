@@ -41,6 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "invkit.builtins.measures",
     "invkit.builtins.models",
     "invkit.builtins.datasets",
+    "invkit.builtins.hf_datasets",
     "invkit.builtins.shifts",
     "invkit.builtins.analyses",
     "invkit.builtins.estimators",
