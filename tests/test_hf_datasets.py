@@ -79,3 +79,12 @@ def test_a_hub_dataset_that_is_not_cached_offline_says_so(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(invkit.InvkitError, match="cannot open hf:nobody/no-such-set"):
         invkit.load_dataset("hf:nobody/no-such-set", split="test")
+
+
+def test_a_folder_of_parquet_files_opens_as_load_dataset_reads_it(saved, tmp_path):
+    test = datasets.load_from_disk(str(saved))["test"]
+    (tmp_path / "files" / "data").mkdir(parents=True)
+    test.to_parquet(str(tmp_path / "files" / "data" / "test-00000.parquet"))
+    opened = invkit.load_dataset(f"hf:{tmp_path / 'files'}", split="test")
+    assert len(opened) == 20 and opened.classes == NAMES
+    assert [opened[i][1] for i in range(20)] == list(test["label"])

@@ -1,7 +1,8 @@
 """The ``hf:`` dataset loader: Hugging Face ``datasets`` (the optional extra ``invkit[hf]``).
 
-``hf:PATH`` reads a folder written by ``save_to_disk``; ``hf:NAME`` a hub dataset, from the
-local cache (offline too) or downloaded where the hub is reachable. Class names come from the
+``hf:PATH`` reads a folder written by ``save_to_disk``, or a folder of data files (parquet,
+csv, images) as ``datasets.load_dataset`` does; ``hf:NAME`` a hub dataset, from the local
+cache (offline too) or downloaded where the hub is reachable. Class names come from the
 label column's ``ClassLabel`` feature, so they match a model's classes by name or index.
 """
 
@@ -63,9 +64,10 @@ class HuggingFaceDataset:
                 "an hf: spec names a saved folder or a hub dataset, e.g. hf:data/sketch"
             )
         try:
-            if Path(rest).is_dir():
+            saved = any((Path(rest) / n).is_file() for n in ("dataset_dict.json", "state.json"))
+            if saved:
                 data = datasets.load_from_disk(rest)
-            else:
+            else:  # a hub name, or a folder of data files (parquet, csv, images)
                 data = datasets.load_dataset(rest, split=split or None, revision=revision or None)
         except Exception as error:  # the library raises many kinds: no network, no such set
             raise InvkitError(
