@@ -54,6 +54,14 @@ def create_own(path: Path, flags: int = 0) -> int:
         raise unwritable_output(path.parent, error) from None
 
 
+def is_own(path: Path, recorded: str) -> bool:
+    """``path`` is a regular file (not a link) whose bytes are the ones invkit recorded writing
+    (their SHA-256): the only kind of file invkit removes."""
+    from invkit.checkpoints import file_sha256
+
+    return path.is_file() and not path.is_symlink() and file_sha256(path) == recorded
+
+
 def check_writable(directory: Path) -> None:
     """Fail now, naming the directory and the cause, if a file cannot be written in it."""
     probe = directory / PROBE_NAME

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from invkit.checkpoints import file_sha256
 from invkit.errors import InvkitError
-from invkit.paths import TEMPORARY_SUFFIX, create_own, refuse_links, replacing
+from invkit.paths import TEMPORARY_SUFFIX, create_own, is_own, refuse_links, replacing
 from invkit.plugin.passes import KeptOutputs
 
 FORMAT = "invkit-outputs/1"
@@ -161,15 +162,6 @@ def write_file(
         handle.flush()
         os.fsync(handle.fileno())
     return digest.hexdigest(), path.stat().st_size
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], int]:
@@ -306,14 +298,21 @@ def folder(out_dir: Path) -> Path:
     return Path(out_dir) / FOLDER
 
 
-def verified(out_dir: Path, record: OutputRecord) -> Path:
-    """The path of ``record``'s file, once its bytes are checked against the store's SHA-256;
-    an ``InvkitError`` naming the file when it is missing or changed."""
+def verified(out_dir: Path, record: OutputRecord, content: bool = True) -> Path:
+    """The path of ``record``'s file, once it is checked against the store's record: its
+    size, and (``content``) its SHA-256; an ``InvkitError`` naming the file when it is a link,
+    missing or changed."""
     path = folder(out_dir) / record.file
     refuse_links(path.parent, [record.file])
     if not path.is_file():
         raise InvkitError(f"kept outputs {path} are missing")
-    if path.stat().st_size != record.bytes or file_digest(path) != record.sha256:
+    size = path.stat().st_size
+    if size != record.bytes:
+        raise InvkitError(
+            f"kept outputs {path} hold {size} bytes, their record {record.bytes} (cut short or "
+            "changed)"
+        )
+    if content and file_sha256(path) != record.sha256:
         raise InvkitError(f"kept outputs {path} do not match their recorded SHA-256 (damaged)")
     return path
 
@@ -385,7 +384,7 @@ def keep(out_dir: Path, kept: KeptOutputs, model: str, dataset: str) -> list[Out
     else:
         staged = root / STAGING / kept.staged
         refuse_links(staged.parent, [staged.name])
-        if file_digest(staged) != kept.sha256:
+        if file_sha256(staged) != kept.sha256:
             staged.unlink()
             raise InvkitError(
                 f"the outputs file a worker wrote for {model!r} × {dataset!r} ({staged}) does "
@@ -419,5 +418,5 @@ def remove_unused(
     used = {record.file for record in now}
     for record in {r.file: r for r in before if r.file not in used}.values():
         path = folder(out_dir) / record.file
-        if path.is_file() and not path.is_symlink() and file_digest(path) == record.sha256:
+        if is_own(path, record.sha256):
             path.unlink()

@@ -56,15 +56,19 @@ class StudyOutputs(Mapping[tuple[str, str], Outputs]):
             self._read[pair] = self._load(*pair)
         return self._read[pair]
 
-    def _load(self, model: str, dataset: str, check: bool = True) -> Outputs:
+    def _files(self, model: str, dataset: str) -> dict[str, OutputRecord]:
+        """The files holding a model × dataset's kept outputs, oldest first (one record each)."""
         mine = [r for (m, d, _), r in self.records.items() if (m, d) == (model, dataset)]
-        if not mine:
+        return {record.file: record for record in mine}
+
+    def _load(self, model: str, dataset: str, check: bool = True) -> Outputs:
+        files = self._files(model, dataset)
+        if not files:
             kept = ", ".join(f"{m!r} × {d!r}" for m, d in self._pairs()) or "none"
             raise KeyError(
                 f"the study in {self.out_dir} kept no outputs of {model!r} × {dataset!r} "
                 f"(kept: {kept}); its run.outputs may be 'none'"
             )
-        files = {r.file: r for r in mine}
         # oldest first: a transform kept by several passes is read from the newest
         parts = [
             read_file(verified(self.out_dir, r) if check else folder(self.out_dir) / r.file)
@@ -77,8 +81,7 @@ class StudyOutputs(Mapping[tuple[str, str], Outputs]):
         not their arrays): level, top-k, classes, images, views, transforms, bytes, files."""
         rows = []
         for model, dataset in self:
-            mine = [r for (m, d, _), r in self.records.items() if (m, d) == (model, dataset)]
-            files = {r.file: r for r in mine}
+            files = self._files(model, dataset)
             outputs = self._load(model, dataset, check=False)
             rows.append(
                 {

@@ -25,7 +25,7 @@ from typing import Any
 from invkit import __version__ as VERSION
 from invkit.errors import InvkitError, InvkitWarning, unwritable_output
 from invkit.markup import code, fenced, md
-from invkit.paths import TEMPORARY_SUFFIX, check_writable, refuse_links, replacing
+from invkit.paths import TEMPORARY_SUFFIX, check_writable, is_own, refuse_links, replacing
 from invkit.results.formats import report_html, summary_latex
 from invkit.results.reading import StudyOutputs
 from invkit.results.render import format_value, markdown_table
@@ -513,13 +513,6 @@ def output_names() -> list[str]:
     return [*store_files(), LOCK_NAME, PROBE_NAME, ReportCache.NAME, "plots", FOLDER]
 
 
-def _is_own(path: Path, recorded: str) -> bool:
-    """``path`` is a regular file (not a link) whose bytes are the ones invkit recorded."""
-    from invkit.checkpoints import file_sha256
-
-    return path.is_file() and not path.is_symlink() and file_sha256(path) == recorded
-
-
 def _recorded_plots(store: Store) -> dict[str, str]:
     """The plots the last report recorded writing: file name → SHA-256 of what it wrote."""
     return json.loads(store.get_meta(REPORT_FILES_KEY) or "{}")
@@ -537,7 +530,7 @@ def remove_report_plots(out_dir: Path, store: Store, keep: set[str] = frozenset(
     plots_dir = out_dir / "plots"
     for name, sha in _recorded_plots(store).items():
         path = plots_dir / Path(name).name
-        if name not in keep and _is_own(path, sha):
+        if name not in keep and is_own(path, sha):
             path.unlink()
     if plots_dir.is_dir() and not plots_dir.is_symlink():
         for old in plots_dir.iterdir():

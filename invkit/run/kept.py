@@ -129,12 +129,13 @@ def kept_outputs(
 ) -> KeptOutputs:
     """The pass's kept outputs: the arrays themselves (``summary``: the driver writes them),
     or a file the pass wrote into the staging folder (``full``: the driver adopts it)."""
+    topk = min(recorder.topk, recorder.classes)
     meta = {
         "format": FORMAT,
         "model": spec.model.name,
         "dataset": spec.dataset.name,
         "level": recorder.level,
-        "topk": str(min(recorder.topk, recorder.classes)),
+        "topk": str(topk),
         "classes": str(recorder.classes),
         "views": json.dumps(recorder.views),
         "transforms": json.dumps(recorder.transforms),
@@ -143,7 +144,7 @@ def kept_outputs(
     kept = KeptOutputs(
         file=spec.kept_file,
         level=recorder.level,
-        topk=min(recorder.topk, recorder.classes),
+        topk=topk,
         classes=recorder.classes,
         images=len(indices),
         views=dict(spec.kept_views),

@@ -292,16 +292,12 @@ class Study:
         return {key: record for key, record in kept.items() if record.file not in files}
 
     def _bad_files(self, records: Any, deep: bool) -> set[str]:
-        """The files of ``records`` that are missing or changed: by size, or (``deep``) by
-        their SHA-256; each named in a warning."""
+        """The files of ``records`` that are links, missing or changed: by size, or (``deep``)
+        by their SHA-256 too; each named in a warning."""
         bad = set()
         for record in {r.file: r for r in records}.values():
-            path = kept_files.folder(self.out_dir) / record.file
             try:
-                if deep:
-                    kept_files.verified(self.out_dir, record)
-                elif not path.is_file() or path.stat().st_size != record.bytes:
-                    raise InvkitError(f"kept outputs {path} are missing or cut short")
+                kept_files.verified(self.out_dir, record, content=deep)
             except InvkitError as error:
                 self.echo(f"invkit: warning: {error}; its cells are computed again")
                 bad.add(record.file)
@@ -344,11 +340,7 @@ class Study:
         if not job.ok:
             yield spec, None, job
             self.overall.done(1, 0)
-            message = failure_message(job)
-            outcome.failures.append(
-                {"model": spec.model.name, "dataset": spec.dataset.name, "error": message}
-            )
-            self.echo(f"invkit: FAILED {spec.label}: {message}")
+            self._failed(spec, failure_message(job), outcome)
             return
         outcome.decoded += job.result.decoded
         results = job.result.members
@@ -359,6 +351,13 @@ class Study:
             outcome.forward_images += result.forward_images
         self.overall.done(len(results), sum(r.images for r in results))
         self.echo(pass_line(spec, results[0]) if len(results) == 1 else bundle_line(spec, results))
+
+    def _failed(self, spec: PassSpec, message: str, outcome: StudyOutcome, how: str = "") -> None:
+        """A failed pass (or job on kept outputs), counted and said; the study goes on."""
+        outcome.failures.append(
+            {"model": spec.model.name, "dataset": spec.dataset.name, "error": message}
+        )
+        self.echo(f"invkit: FAILED {spec.label}{how}: {message}")
 
     def smoke(self) -> StudyOutcome:
         """The chosen passes on at most ``smoke_limit`` images per dataset: values printed,
@@ -497,11 +496,9 @@ class Study:
                         spec, outputs.matching, evaluation, measures, outputs.bad_files
                     )
                 except InvkitError as error:
-                    message = f"InvkitError: {error}"
+                    message = failure_message(JobOutcome(0, error=error))
                     store.record_failure(spec.model.name, spec.dataset.name, message, None)
-                    failure = {"model": spec.model.name, "dataset": spec.dataset.name}
-                    outcome.failures.append({**failure, "error": message})
-                    self.echo(f"invkit: FAILED {spec.label} (from kept outputs): {message}")
+                    self._failed(spec, message, outcome, " (from kept outputs)")
                     continue
                 store.write_pass(result.cells, result.samples, (), result.skipped)
                 outcome.from_outputs += len(result.cells)
