@@ -3,7 +3,8 @@
 A cell is recomputed exactly when its fingerprint changes: the model spec, its parameters and
 the bytes of its weights file; the dataset spec, options and the listing of its files (or,
 with a dataset's ``verify = "content"``, their bytes); the
-transform's and measure's parameters; the versions of invkit and of the plugins involved.
+transform's and measure's parameters; the versions of invkit and of the plugins involved, and
+the code of every component (``invkit.codeprint``).
 """
 
 from __future__ import annotations

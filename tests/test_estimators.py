@@ -253,3 +253,72 @@ def test_one_source_set_and_never_held_out():
                                   "held_out": True}]}  # fmt: skip
     with pytest.raises(ConfigError, match="'a' is both source and held_out"):
         parse_config(held)
+
+
+def _with_estimators(config: Path, estimators: str) -> Path:
+    config.write_text(config.read_text() + f"params = {{ estimators = {estimators} }}\n")
+    return config
+
+
+def test_an_estimator_given_as_a_table_runs_with_its_parameters(tmp_path, finished):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    tables = ('["ac", { name = "atc_mc_ts", component = "atc_mc", params = { temperature = true '
+              '} }, { name = "gde_third", component = "gde", params = { other = "third_linear" '
+              "} }]")  # fmt: skip
+    config = _with_estimators(write_study(tmp_path, analyses=True), tables)
+    Study(load_config(config), out_dir=out, progress=False, echo=lambda _: None).run()
+    rows = list(csv.DictReader((out / "estimates.csv").open()))
+    assert {row["estimator"] for row in rows} >= {"ac", "atc_mc_ts", "gde_third"}
+    study = study_data(out)
+    for row in rows:
+        if row["estimator"] == "atc_mc_ts":
+            direct = estimator("atc_mc", temperature=True)(row["model"], row["dataset"], study)
+        elif row["estimator"] == "gde_third" and row["model"] != "third_linear":
+            direct = estimator("gde", other="third_linear")(row["model"], row["dataset"], study)
+        else:
+            continue
+        assert float(row["estimate"]) == pytest.approx(direct, abs=1e-12)
+    typo = '[{ name = "x", compnent = "ac" }]'
+    bad = _with_estimators(write_study(tmp_path, analyses=True), typo)
+    with pytest.raises(ConfigError, match=r"unknown keys: compnent"):
+        Study(load_config(bad), out_dir=tmp_path / "bad", progress=False)
+
+
+FIXED_ESTIMATOR = """from invkit import hookimpl
+
+
+class Fixed:
+    \"\"\"Always the same estimate.\"\"\"
+
+    name = "fixed"
+
+    def __call__(self, model, target, study):
+        return VALUE
+
+
+@hookimpl
+def register_estimators(register):
+    register(Fixed)
+"""
+
+
+def test_an_edited_estimator_is_run_again_by_the_report(tmp_path, finished):
+    import importlib.util
+
+    from invkit.plugins import temporary_plugin
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    config = _with_estimators(write_study(tmp_path, analyses=True), '["fixed"]')
+    module_file = tmp_path / "fixed_estimator.py"
+    for value in (0.25, 0.75):
+        module_file.write_text(FIXED_ESTIMATOR.replace("VALUE", str(value)))
+        spec = importlib.util.spec_from_file_location("fixed_estimator", module_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with temporary_plugin(module, name="fixed-estimator"):
+            Study(load_config(config), out_dir=out, progress=False, echo=lambda _: None).run()
+        rows = list(csv.DictReader((out / "estimates.csv").open()))
+        fixed = {float(row["estimate"]) for row in rows if row["estimator"] == "fixed"}
+        assert fixed == {value}

@@ -3,6 +3,7 @@ a damaged or vanished store is noticed, storage faults and signals end in one cl
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import resource
@@ -12,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +118,109 @@ def test_module_specs_fingerprint_their_source_and_distribution(tmp_path, monkey
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mymodels\nVersion: 1.2.3\n")
     (info / "top_level.txt").write_text("mymodels\n")
     assert python_spec_fingerprint("mymodels.nets:build")["distribution"] == ["mymodels==1.2.3"]
+
+
+PLUGIN_PYPROJECT = """[project]
+name = "edplug"
+version = "1.0"
+[project.entry-points.invkit]
+edplug = "edplug.plugin"
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+"""
+
+ROLL_PLUGIN = """import torch
+from invkit import Transform, hookimpl
+
+from edplug.amount import SHIFT
+
+
+class Roll(Transform):
+    \"\"\"Rolls the pixels sideways.\"\"\"
+
+    name = "roll"
+    num_views = 1
+
+    def __call__(self, images):
+        return [torch.roll(images, SHIFT, dims=-1)]
+
+
+@hookimpl
+def register_transforms(register):
+    register(Roll)
+"""
+
+
+def _results(out: Path) -> dict[str, float]:
+    lines = (out / "results.csv").read_text().splitlines()[1:]
+    return {line.split(",")[2]: float(line.split(",")[4]) for line in lines}
+
+
+def test_editing_an_editable_plugin_recomputes_exactly_the_cells_it_shapes(tmp_path):
+    source = tmp_path / "src"
+    (source / "edplug").mkdir(parents=True)
+    (source / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
+    (source / "edplug" / "__init__.py").write_text("")
+    (source / "edplug" / "plugin.py").write_text(ROLL_PLUGIN)
+    (source / "edplug" / "amount.py").write_text("SHIFT = 5\n")
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    install = [*pip, "--target", str(site), "-e", str(source)]
+    subprocess.run(install, check=True, capture_output=True)
+    # the install's .pth puts the source folder on the path; --target folders are not site dirs
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(source)])}
+    config = study_with(tmp_path, "linear")
+    config.write_text(config.read_text().replace('["rotation"]', '["roll", "rotation"]', 1)
+                      .replace('["ei"]', '["agreement"]'))  # fmt: skip
+    out = tmp_path / "invkit-results"
+    first = run_cli("study", str(config), env=env)
+    assert "2 cell(s) computed" in first.stderr + first.stdout
+    before = _results(out)
+    assert before["roll"] < 0.9  # a 5-pixel roll changes a linear model's predictions
+    (source / "edplug" / "amount.py").write_text("SHIFT = 0\n")  # a helper: now the identity
+    second = run_cli("study", str(config), env=env)
+    assert "1 cell(s) computed in 1 pass(es), 0 from kept outputs, 1 reused" in second.stdout
+    after = _results(out)
+    assert after["roll"] == 1.0 and after["rotation"] == before["rotation"]
+
+
+def test_an_inline_plugin_edited_and_registered_again_recomputes(tmp_path):
+    from invkit.plugins import temporary_plugin
+
+    module_file = tmp_path / "inline_roll.py"
+    config = study_with(tmp_path, "linear")
+    config.write_text(config.read_text().replace('["rotation"]', '["roll"]', 1)
+                      .replace('["ei"]', '["agreement"]'))  # fmt: skip
+    values = []
+    for shift in (5, 0, 5):
+        code = ROLL_PLUGIN.replace("from edplug.amount import SHIFT", f"SHIFT = {shift}")
+        module_file.write_text(code)
+        spec = importlib.util.spec_from_file_location("inline_roll", module_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with temporary_plugin(module, name="inline-roll"):
+            outcome = quiet_study(config)
+        values.append((outcome.computed, outcome.reused, _results(tmp_path / "invkit-results")))
+    assert values[0][:2] == (1, 0) and values[0][2]["roll"] < 0.9
+    assert values[1][:2] == (1, 0) and values[1][2]["roll"] == 1.0
+    assert values[2][:2] == (1, 0) and values[2][2] == values[0][2]  # the same code, the same
+
+
+def test_a_component_typed_into_a_notebook_is_fingerprinted_by_its_live_code():
+    from invkit.codeprint import component_code
+
+    def make(shift):
+        namespace = {"__name__": "__main__"}  # as a notebook cell defines it: no file behind it
+        exec(ROLL_PLUGIN.replace("from edplug.amount import SHIFT", "")
+             .replace("SHIFT", str(shift)), namespace)  # fmt: skip
+        return namespace["Roll"]
+
+    main = types.ModuleType("__main__")  # a notebook's __main__ has no __file__
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "__main__", main)
+        digests = [component_code(make(shift), main) for shift in (5, 0, 5)]
+    assert digests[0] != digests[1] and digests[0] == digests[2]
 
 
 # -- a store that knows it is whole ---------------------------------------------------------

@@ -208,6 +208,25 @@ class EstimationResult:
         yield "estimated vs true accuracy", figure
 
 
+def _estimator_entry(item: str | Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """An estimator as a name, or as a table ``{name, component, params}`` → (label, component,
+    params); anything else is refused, naming the form to use."""
+    if isinstance(item, str):
+        return item, item, {}
+    form = 'a name or a table { name = "atc_mc_ts", component = "atc_mc", params = {...} }'
+    if not isinstance(item, Mapping):
+        raise InvkitError(f"estimate_accuracy: estimator {item!r} must be {form}")
+    unknown = sorted(set(item) - {"name", "component", "params"})
+    if unknown or not isinstance(item.get("name"), str) or not item.get("name"):
+        extra = f" (unknown keys: {', '.join(unknown)})" if unknown else ""
+        raise InvkitError(f"estimate_accuracy: estimator {dict(item)!r} must be {form}{extra}")
+    component = item.get("component", item["name"])
+    params = item.get("params", {})
+    if not isinstance(component, str) or not isinstance(params, Mapping):
+        raise InvkitError(f"estimate_accuracy: estimator {dict(item)!r} must be {form}")
+    return item["name"], component, dict(params)
+
+
 class EstimateAccuracy:
     """Every label-free accuracy estimator for every model × target test set (all but the
     source), beside the true accuracy where it is known, ranked on the held-out pairs."""
@@ -215,15 +234,33 @@ class EstimateAccuracy:
     name = "estimate_accuracy"
     reads_outputs = True
 
-    def __init__(self, estimators: Sequence[str] | None = None, invariance: bool = True):
-        """``estimators``: the registered estimators to run (default: every one);
+    def __init__(
+        self,
+        estimators: Sequence[str | Mapping[str, Any]] | None = None,
+        invariance: bool = True,
+    ):
+        """``estimators``: the registered estimators to run (default: every one), each a name or
+        a table ``{name, component, params}`` (one estimator twice, with other parameters);
         ``invariance``: also a line fit per invariance cell (transform × measure)."""
         from invkit.lookup import get_component, list_components
 
-        names = [c.name for c in list_components("estimator")] if estimators is None else estimators
-        self.estimators = {name: get_component("estimator", name).create() for name in names}
+        if estimators is None:
+            estimators = [c.name for c in list_components("estimator")]
+        entries = [_estimator_entry(item) for item in estimators]
+        labels = [label for label, _, _ in entries]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise InvkitError(
+                f"estimate_accuracy: estimator name(s) {', '.join(map(repr, twice))} given twice; "
+                "give each table its own name"
+            )
+        self.estimators = {
+            label: get_component("estimator", component).create(**params)
+            for label, component, params in entries
+        }
         self.invariance = invariance
-        self.params = {"estimators": list(names), "invariance": invariance}
+        self.params = {"estimators": [list(entry) for entry in entries], "invariance": invariance}
+        self.uses = [("estimator", component) for _, component, _ in entries]
 
     def __call__(
         self, rows: Iterable[Mapping[str, Any]], outputs: Mapping[tuple[str, str], Outputs]

@@ -303,6 +303,7 @@ def render_analyses(
         reads_outputs = bool(getattr(analysis, "reads_outputs", False))
         kept = outputs if outputs is not None else StudyOutputs(out_dir, {})
         depends = [rows_digest, kept.digest() if reads_outputs else None]
+        depends.append([component_version(*used) for used in getattr(analysis, "uses", ())])
         key = digest([VERSION, component, version, entry.get("params", {}), depends])
         rendered = cache.get(label, key, out_dir)
         if rendered is None:
