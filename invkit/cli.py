@@ -418,13 +418,24 @@ def outputs_command(directory: str, as_json: bool) -> None:
     from invkit.results.reading import StudyOutputs
 
     listed = StudyOutputs.of(directory).listing()
+    unreadable = [row for row in listed if "error" in row]
     if as_json:
         click.echo(json.dumps(listed, indent=2))
-        return
-    if not listed:
+    elif not listed:
         click.echo(f"invkit: {directory} kept no model outputs (run.outputs = 'none'?)")
-        return
+    else:
+        _print_listing(listed)
+    if unreadable:
+        raise SystemExit(EXIT_ERROR)
+
+
+def _print_listing(listed: list[dict[str, Any]]) -> None:
     for row in listed:
+        if "error" in row:
+            click.echo(
+                terminal(f"invkit: {row['model']} × {row['dataset']}: {row['error']}"), err=True
+            )
+            continue
         click.echo(
             terminal(
                 f"{row['model']} × {row['dataset']}: {row['level']}, top-{row['topk']} of "
@@ -432,8 +443,13 @@ def outputs_command(directory: str, as_json: bool) -> None:
                 f"views ({', '.join(row['transforms'])}), {row['bytes'] / 2**20:,.2f} MiB"
             )
         )
-    total = sum(row["bytes"] for row in listed)
-    click.echo(f"invkit: {len(listed)} model × dataset output(s), {total / 2**20:,.2f} MiB")
+    readable = [row for row in listed if "error" not in row]
+    total = sum(row["bytes"] for row in readable)
+    unreadable = len(listed) - len(readable)
+    click.echo(
+        f"invkit: {len(readable)} model × dataset output(s), {total / 2**20:,.2f} MiB"
+        + (f"; {unreadable} unreadable (named above)" if unreadable else "")
+    )
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

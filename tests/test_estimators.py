@@ -322,3 +322,32 @@ def test_an_edited_estimator_is_run_again_by_the_report(tmp_path, finished):
         rows = list(csv.DictReader((out / "estimates.csv").open()))
         fixed = {float(row["estimate"]) for row in rows if row["estimator"] == "fixed"}
         assert fixed == {value}
+
+
+def test_an_outputs_file_overwritten_by_one_of_the_same_size_is_repaired(tmp_path, finished):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    files = sorted((out / "outputs").glob("linear__*.safetensors"))
+    source, victim = files[0], files[1]
+    assert source.stat().st_size == victim.stat().st_size  # the same shapes: an undetected copy
+    config = write_study(finished.parent, analyses=True)  # the same models: cells reused
+    intact = estimates_of(finished, config)
+    shutil.copyfile(source, victim)
+    with pytest.raises(invkit.InvkitError, match=f"kept outputs {victim} do not match"):
+        invkit.load_outputs(out, "linear", victim.name.split("__")[1])
+    lines: list[str] = []
+    outcome = Study(load_config(config), out_dir=out, progress=False, echo=lines.append).run()
+    assert any(f"kept outputs {victim} do not match their recorded SHA-256" in x for x in lines)
+    assert outcome.passes == 1 and outcome.computed == 0  # the pass runs to keep them again
+    assert estimates_of(out, config) == intact  # every estimate back, none from the copy
+
+
+def estimates_of(out: Path, config: Path) -> list[dict[str, str]]:
+    """The estimates a study's report holds (the report is rewritten from the store)."""
+    copy = out.parent / f"{out.name}-estimates"
+    if not copy.exists():
+        shutil.copytree(out, copy)
+    Study(load_config(config), out_dir=copy, progress=False, echo=lambda _: None).run()
+    rows = list(csv.DictReader((copy / "estimates.csv").open()))
+    shutil.rmtree(copy)
+    return rows

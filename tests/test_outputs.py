@@ -312,3 +312,71 @@ def test_fresh_removes_the_outputs_invkit_wrote_and_keeps_a_users_file(tmp_path)
     assert mine.read_bytes() == b"not invkit's" and records(out) == {}
     assert set(os.listdir(out / "outputs")) == {"staging", mine.name}
     assert before and not before & set(os.listdir(out / "outputs"))
+
+
+def test_load_outputs_and_invkit_outputs_never_read_through_a_linked_outputs_folder(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    run_study(write_config(tmp_path, ["ei"]), out)
+    shutil.move(out / "outputs", elsewhere)  # the same files, readable through the link
+    (out / "outputs").symlink_to(elsewhere)
+    with pytest.raises(InvkitError, match="outputs'.*symbolic link"):
+        invkit.load_outputs(out, "linear", "d0")
+    listed = run_cli("outputs", str(out), check=False)
+    assert listed.returncode == 1 and "symbolic link" in listed.stderr
+    assert "Traceback" not in listed.stderr and "linear × d0" not in listed.stdout
+
+
+def _forged(header: object, raw: bytes | None = None) -> bytes:
+    text = raw if raw is not None else json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text
+
+
+def test_malformed_outputs_files_are_named_and_the_listing_goes_on(tmp_path):
+    out = tmp_path / "out"
+    run_study(write_config(tmp_path, ["ei"]), out)
+    files = records(out)
+    real = out / "outputs" / files["linear", "d0"]
+    length = int.from_bytes(real.read_bytes()[:8], "little")
+    header = json.loads(real.read_bytes()[8 : 8 + length])
+    body = real.read_bytes()[8 + length :]
+
+    def with_header(changed: dict) -> bytes:
+        text = json.dumps(changed).encode()
+        return _forged(None, text + b" " * (-len(text) % 8)) + body
+
+    meta = header["__metadata__"]
+    forged = {
+        "not UTF-8": _forged(None, b"\xff\xfe{}"),
+        "not JSON": _forged(None, b"{nope"),
+        "a list": _forged([1, 2]),
+        "no shape": _forged({"indices": {"dtype": "I64", "data_offsets": [0, 0]}}),
+        "offsets of three": _forged({"x": {"dtype": "I64", "shape": [1], "data_offsets": [0]}}),
+        "a text shape": _forged({"x": {"dtype": "I64", "shape": "1", "data_offsets": [0, 8]}}),
+        "no views": with_header({**header, "__metadata__": {**meta, "views": "{"}}),
+        "no level": with_header(
+            {**header, "__metadata__": {k: v for k, v in meta.items() if k != "level"}}
+        ),
+        "shape -1": with_header({**header, "indices": {**header["indices"], "shape": [-1]}}),
+    }
+    victim = out / "outputs" / files["other_linear", "d1"]
+    for kind, content in forged.items():
+        victim.write_bytes(content)
+        with pytest.raises(InvkitError, match=f"kept outputs {victim} "):  # its size or hash
+            invkit.load_outputs(out, "other_linear", "d1")
+        rows = {
+            (r["model"], r["dataset"]): r
+            for r in invkit.results.reading.StudyOutputs.of(out).listing()
+        }
+        assert f"kept outputs {victim} are not a readable" in rows["other_linear", "d1"]["error"]
+        assert rows["linear", "d0"]["images"] == 48, kind  # the others are listed as before
+    victim.unlink()
+    os.mkfifo(victim)  # a reader of a FIFO would wait for a writer forever
+    listed = run_cli("outputs", str(out), check=False)
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr
+    assert f"kept outputs {victim} are not a regular file" in listed.stderr
+    assert (
+        "linear × d0: summary" in listed.stdout and "3 model × dataset output(s)" in listed.stdout
+    )
+    victim.unlink()
+    listed = run_cli("outputs", str(out), check=False)
+    assert f"kept outputs {victim} are missing" in listed.stderr and listed.returncode == 1

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
+import stat as stat_module
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -164,31 +166,70 @@ def write_file(
     return digest.hexdigest(), path.stat().st_size
 
 
+def regular_file(path: Path) -> os.stat_result:
+    """``path``'s status, once it is known to be a regular file (not a link, a FIFO that would
+    block a reader, a device or a folder); else an ``InvkitError`` naming it."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise InvkitError(f"kept outputs {path} are missing") from None
+    if not stat_module.S_ISREG(info.st_mode):
+        kind = "a link" if stat_module.S_ISLNK(info.st_mode) else "not a regular file"
+        raise InvkitError(f"kept outputs {path} are {kind}; invkit reads only its own files")
+    return info
+
+
+def _malformed(path: Path, what: str) -> InvkitError:
+    return InvkitError(
+        f"kept outputs {path} are not a readable outputs file ({what}); `invkit study` on its "
+        "folder keeps them anew"
+    )
+
+
 def read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """A safetensors file's header (checked against the file's size) and where its data starts."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
+    """A safetensors file's header (checked against the file's size) and where its data starts;
+    anything malformed is an ``InvkitError`` naming the file, never a traceback."""
+    size = regular_file(path).st_size
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
         raw = handle.read(8)
         length = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
         if not 0 < length <= min(size - 8, 100 * 2**20):
-            raise InvkitError(f"{path} is not an outputs file (its header is cut or too long)")
-        header = json.loads(handle.read(length))
+            raise _malformed(path, "its header is cut or too long")
+        text = handle.read(length)
+    try:
+        header = json.loads(text)
+        if not isinstance(header, dict):
+            raise TypeError("the header is not a JSON object")
+        end = max([_extent(name, entry) for name, entry in header.items()], default=0)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise _malformed(path, f"{type(error).__name__}: {error}") from None
     start = 8 + length
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        count = int(np.prod(entry["shape"], dtype=np.int64))
-        begin, stop = entry["data_offsets"]
-        if (
-            entry["dtype"] not in DTYPES
-            or stop - begin != count * DTYPES[entry["dtype"]]().itemsize
-        ):
-            raise InvkitError(f"{path}: {name} does not match its stated shape and type")
-        end = max(end, stop)
     if start + end != size:
-        raise InvkitError(f"{path} holds {size} bytes, its header describes {start + end}")
+        raise _malformed(path, f"it holds {size} bytes, its header describes {start + end}")
     return header, start
+
+
+def _extent(name: str, entry: Any) -> int:
+    """Where one array of a header ends, once its type, shape and offsets agree."""
+    if name == "__metadata__":
+        if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+            raise TypeError("__metadata__ is not a table of texts")
+        return 0
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if not isinstance(shape, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise ValueError(f"{name} has the shape {shape!r}, not a list of whole numbers ≥ 0")
+    if entry["dtype"] not in DTYPES:
+        raise ValueError(f"{name} has the type {entry['dtype']!r}, which is not kept")
+    begin, stop = offsets
+    if not all(isinstance(n, int) and n >= 0 for n in (begin, stop)):
+        raise ValueError(f"{name} has the offsets {offsets!r}")
+    count = math.prod(shape)
+    if stop - begin != count * DTYPES[entry["dtype"]]().itemsize:
+        raise ValueError(f"{name} does not match its stated shape and type")
+    return stop
 
 
 @dataclass
@@ -251,12 +292,22 @@ class Outputs:
 
 
 def read_file(path: Path, model: str = "", dataset: str = "") -> Outputs:
-    """An outputs file's arrays (memory maps) and what its metadata says of them."""
+    """An outputs file's arrays (memory maps) and what its metadata says of them; anything
+    malformed is an ``InvkitError`` naming the file."""
     refuse_links(path.parent, [path.name])
     header, start = read_header(path)
     meta = header.get("__metadata__", {})
     if meta.get("format") != FORMAT:
-        raise InvkitError(f"{path} is not an invkit outputs file of format {FORMAT}")
+        raise _malformed(path, f"not an invkit outputs file of format {FORMAT}")
+    try:
+        return _arrays(path, header, start, meta, model, dataset)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
+        raise _malformed(path, f"{type(error).__name__}: {error}") from None
+
+
+def _arrays(
+    path: Path, header: dict[str, Any], start: int, meta: dict[str, str], model: str, dataset: str
+) -> Outputs:
 
     raw = np.memmap(path, dtype=np.uint8, mode="r")  # one map; each array a view of it
 
@@ -266,6 +317,12 @@ def read_file(path: Path, model: str = "", dataset: str = "") -> Outputs:
         return np.ndarray(shape, dtype, buffer=raw, offset=start + entry["data_offsets"][0])
 
     views = json.loads(meta["views"])
+    if not isinstance(views, list) or not all(isinstance(v, str) for v in views):
+        raise TypeError(f"its views {views!r} are not a list of names")
+    images = header["indices"]["shape"]
+    for name, entry in header.items():
+        if name != "__metadata__" and name != "v0.gram" and entry["shape"][:1] != images[:1]:
+            raise ValueError(f"{name} has {entry['shape'][:1]} rows, the indices {images[:1]}")
     per_view: dict[str, dict[str, np.ndarray]] = {name: {} for name in (*SUMMARY_FIELDS, "logits")}
     for j, view in enumerate(views):
         for name in per_view:
@@ -295,7 +352,16 @@ def read_file(path: Path, model: str = "", dataset: str = "") -> Outputs:
 
 
 def folder(out_dir: Path) -> Path:
+    """A study's outputs folder, never through a link (refused, naming it and its target)."""
+    refuse_links(Path(out_dir), [FOLDER])
     return Path(out_dir) / FOLDER
+
+
+def stamp(path: Path) -> str:
+    """What changes whenever a file's bytes may have: inode, size, modification and
+    status-change times (a write, a copy over it or a rename moves the last; no tool sets it)."""
+    info = path.stat()
+    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
 
 
 def verified(out_dir: Path, record: OutputRecord, content: bool = True) -> Path:
@@ -303,10 +369,7 @@ def verified(out_dir: Path, record: OutputRecord, content: bool = True) -> Path:
     size, and (``content``) its SHA-256; an ``InvkitError`` naming the file when it is a link,
     missing or changed."""
     path = folder(out_dir) / record.file
-    refuse_links(path.parent, [record.file])
-    if not path.is_file():
-        raise InvkitError(f"kept outputs {path} are missing")
-    size = path.stat().st_size
+    size = regular_file(path).st_size
     if size != record.bytes:
         raise InvkitError(
             f"kept outputs {path} hold {size} bytes, their record {record.bytes} (cut short or "

@@ -35,6 +35,7 @@ class StudyOutputs(Mapping[tuple[str, str], Outputs]):
 
     def __init__(self, out_dir: str | Path, records: Mapping[tuple[str, str, str], OutputRecord]):
         self.out_dir = Path(out_dir)
+        folder(self.out_dir)  # a link at outputs/ is refused before anything is read
         self.records = dict(records)
         self._read: dict[tuple[str, str], Outputs] = {}
 
@@ -70,19 +71,27 @@ class StudyOutputs(Mapping[tuple[str, str], Outputs]):
                 f"(kept: {kept}); its run.outputs may be 'none'"
             )
         # oldest first: a transform kept by several passes is read from the newest
-        parts = [
-            read_file(verified(self.out_dir, r) if check else folder(self.out_dir) / r.file)
-            for r in files.values()
-        ]
+        try:
+            parts = [
+                read_file(verified(self.out_dir, r) if check else folder(self.out_dir) / r.file)
+                for r in files.values()
+            ]
+        except InvkitError as error:
+            raise InvkitError(f"{error}; `invkit study` on this folder keeps them anew") from None
         return parts[0] if len(parts) == 1 else combined(parts)
 
     def listing(self) -> list[dict[str, object]]:
         """What was kept, per model × dataset (read from the store and the files' headers,
-        not their arrays): level, top-k, classes, images, views, transforms, bytes, files."""
-        rows = []
+        not their arrays): level, top-k, classes, images, views, transforms, bytes, files; or,
+        for a file that cannot be read, ``error`` naming it."""
+        rows: list[dict[str, object]] = []
         for model, dataset in self:
             files = self._files(model, dataset)
-            outputs = self._load(model, dataset, check=False)
+            try:
+                outputs = self._load(model, dataset, check=False)
+            except InvkitError as error:  # named, and the listing goes on
+                rows.append({"model": model, "dataset": dataset, "error": str(error)})
+                continue
             rows.append(
                 {
                     "model": model,

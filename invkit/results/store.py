@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS outputs (
     images INTEGER NOT NULL, finished TEXT NOT NULL,
     PRIMARY KEY (model, dataset, transform)
 );
+CREATE TABLE IF NOT EXISTS outputs_verified (
+    file TEXT PRIMARY KEY, sha256 TEXT NOT NULL, stamp TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bad_images (
     model TEXT NOT NULL, dataset TEXT NOT NULL, idx INTEGER NOT NULL, error TEXT NOT NULL,
     PRIMARY KEY (model, dataset, idx)
@@ -265,8 +268,21 @@ class Store:
 
     def forget_outputs(self, files: Iterable[str]) -> None:
         """Drop the records of these outputs files (missing or damaged ones)."""
+        files = list(files)
         with self.transaction() as db:
             db.executemany("DELETE FROM outputs WHERE file = ?", ((name,) for name in files))
+            db.executemany("DELETE FROM outputs_verified WHERE file = ?", ((f,) for f in files))
+
+    def verified_stamps(self) -> dict[str, tuple[str, str]]:
+        """Each outputs file whose bytes were last hashed whole: its SHA-256 then and its stamp
+        (inode, size, modification and status-change times) at that moment."""
+        rows = self.connection.execute("SELECT file, sha256, stamp FROM outputs_verified")
+        return {file: (sha256, stamp) for file, sha256, stamp in rows}
+
+    def remember_verified(self, entries: Iterable[tuple[str, str, str]]) -> None:
+        """Record (file, SHA-256, stamp) for files just hashed whole and found as recorded."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO outputs_verified VALUES (?, ?, ?)", entries)
 
     def record_failure(self, model: str, dataset: str, error: str, traceback: str | None) -> None:
         with self.transaction() as db:

@@ -273,14 +273,9 @@ class Study:
             kept_files.prepare_folder(self.out_dir)
         cells = store.cells() if store else {}
         kept = store.outputs() if store else {}
-        bad = self._bad_files(kept.values(), deep=False)
+        bad = self._bad_files(kept.values(), store)
         specs, reused, jobs = self.plan.passes(cells, damaged, self._without(kept, bad))
         jobs = self._chosen_passes(jobs)
-        deep = self._bad_files([job.record for job in jobs], deep=True)
-        if deep:
-            bad |= deep
-            specs, reused, jobs = self.plan.passes(cells, damaged, self._without(kept, bad))
-            jobs = self._chosen_passes(jobs)
         if bad and store is not None:
             store.forget_outputs(bad)
         staging = str(kept_files.folder(self.out_dir) / kept_files.STAGING) if keeping else ""
@@ -291,16 +286,26 @@ class Study:
     def _without(kept: dict[Any, Any], files: set[str]) -> dict[Any, Any]:
         return {key: record for key, record in kept.items() if record.file not in files}
 
-    def _bad_files(self, records: Any, deep: bool) -> set[str]:
-        """The files of ``records`` that are links, missing or changed: by size, or (``deep``)
-        by their SHA-256 too; each named in a warning."""
+    def _bad_files(self, records: Any, store: Store | None) -> set[str]:
+        """The files of ``records`` that are links, missing or changed, each named in a
+        warning. Every file is checked by its SHA-256, whether or not its numbers are read
+        now (an analysis or ``load_outputs`` may read them later); a file's bytes are hashed
+        again only when its stamp moved since they were last found whole."""
         bad = set()
+        memo = store.verified_stamps() if store is not None else {}
+        checked = []
         for record in {r.file: r for r in records}.values():
             try:
-                kept_files.verified(self.out_dir, record, content=deep)
+                path = kept_files.verified(self.out_dir, record, content=False)
+                now = kept_files.stamp(path)
+                if memo.get(record.file) != (record.sha256, now):
+                    kept_files.verified(self.out_dir, record, content=True)
+                    checked.append((record.file, record.sha256, now))
             except InvkitError as error:
                 self.echo(f"invkit: warning: {error}; its cells are computed again")
                 bad.add(record.file)
+        if checked and store is not None:
+            store.remember_verified(checked)
         return bad
 
     def _execute(
