@@ -82,16 +82,52 @@ def softmax(logits) -> np.ndarray:
     return scipy.special.softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
-def test_atc_threshold_reproduces_the_source_accuracy_within_one_image():
+def test_atc_threshold_reproduces_the_source_accuracy():
     rng = np.random.default_rng(0)
     for n in (50, 333, 1000):
         scores = rng.random(n)
         correct = rng.random(n) < scores  # confident images are right more often
         threshold = atc_threshold(scores, correct)
-        assert abs(np.mean(scores >= threshold) - correct.mean()) <= 1 / n
-        wrong_above = np.count_nonzero(~correct & (scores >= threshold))
-        right_below = np.count_nonzero(correct & (scores < threshold))
+        assert threshold.tied_above == 1.0  # distinct scores: Garg et al.'s share scoring ≥ t
+        assert threshold.share(scores) == pytest.approx(correct.mean(), abs=1e-15)
+        assert threshold.share(scores) == np.mean(scores >= threshold.value)
+        wrong_above = np.count_nonzero(~correct & (scores >= threshold.value))
+        right_below = np.count_nonzero(correct & (scores < threshold.value))
         assert wrong_above == right_below  # the balance ATC fits
+
+
+def _atc_with_random_tie_breaks(source, correct, target, draws: int = 4000) -> float:
+    """ATC by its definition on distinct scores, ties broken by a random second key, averaged."""
+    rng = np.random.default_rng(1)
+    estimates = []
+    for _ in range(draws):
+        keys_s, keys_t = rng.random(len(source)), rng.random(len(target))
+        order = np.lexsort((keys_s, source))  # by score, then by the random key
+        rank_s = np.empty(len(source), int)
+        rank_s[order] = np.arange(len(source))
+        t_rank = len(source) - np.count_nonzero(correct)  # the source's t, as a rank
+        t_score, t_key = source[order[t_rank]], keys_s[order[t_rank]]
+        above = (target > t_score) | ((target == t_score) & (keys_t >= t_key))
+        estimates.append(above.mean())
+    return float(np.mean(estimates))
+
+
+def test_atc_breaks_tied_scores_as_the_definition_asks():
+    rng = np.random.default_rng(2)
+    flat = np.full(200, 0.1)  # a model whose logits are all equal: every score ties
+    correct = rng.random(200) < 0.105
+    threshold = atc_threshold(flat, correct)
+    assert threshold.share(flat) == pytest.approx(correct.mean(), abs=1e-15)  # not 1.0
+    assert threshold.share(np.full(50, 0.1)) == pytest.approx(correct.mean(), abs=1e-15)
+    saturated = np.where(rng.random(300) < 0.8, 1.0, rng.random(300))  # confidences at 1.0
+    right = rng.random(300) < np.where(saturated == 1.0, 0.6, 0.2)  # t falls among the ties
+    target = np.where(rng.random(120) < 0.5, 1.0, rng.random(120))
+    threshold = atc_threshold(saturated, right)
+    assert threshold.share(saturated) == pytest.approx(right.mean(), abs=1e-15)
+    expected = _atc_with_random_tie_breaks(saturated, right, target)
+    assert threshold.share(target) == pytest.approx(expected, abs=0.005)
+    assert threshold.value == 1.0 and threshold.tied_above < 1.0
+    assert threshold.share(target) < np.mean(target >= threshold.value) - 0.1  # the old answer
 
 
 def test_atc_on_real_outputs_equals_a_direct_computation(finished):
@@ -103,7 +139,8 @@ def test_atc_on_real_outputs_equals_a_direct_computation(finished):
         correct = p_source.argmax(1) == np.asarray(source.targets)
         for name, score in (("atc_mc", lambda p: p.max(1)),
                             ("atc_ne", lambda p: np.sum(p * np.log(p), axis=1))):  # fmt: skip
-            ordered = np.sort(score(p_source))
+            ordered = np.sort(score(p_source))  # distinct scores: no tie to break
+            assert len(np.unique(ordered)) == len(ordered)
             t = ordered[np.count_nonzero(~correct)]
             expected = np.mean(score(p_target) >= t)
             study.target = "noise-2"

@@ -8,6 +8,7 @@ reads the study's kept outputs: adding one to a finished study runs no forward p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -73,12 +74,38 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(np.exp(found.x))
 
 
-def atc_threshold(scores: np.ndarray, correct: np.ndarray) -> float:
-    """ATC's threshold: the score t with as many wrong source images scoring ≥ t as right ones
-    scoring below it, so that the share of source images scoring ≥ t is the source accuracy."""
-    wrong = int(len(correct) - np.count_nonzero(correct))
-    ordered = np.sort(np.asarray(scores, dtype=np.float64))
-    return float(ordered[wrong]) if wrong < len(ordered) else float("inf")
+@dataclass(frozen=True)
+class Threshold:
+    """ATC's threshold t, and the share of the images scoring exactly t that count as above it.
+
+    With distinct scores that share is 1 and ``share`` is the fraction scoring ≥ t, as Garg et
+    al. define it. Tied scores cannot be split by any t, so the ties are broken at random, in
+    expectation: each image tied at t counts ``tied_above``, the share of the source's tied
+    images that must lie above t for the source to reproduce its accuracy."""
+
+    value: float
+    tied_above: float
+
+    def share(self, scores: np.ndarray) -> float:
+        """The share of images above the threshold (each tie at it counted ``tied_above``)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        above = np.count_nonzero(scores > self.value)
+        tied = np.count_nonzero(scores == self.value)
+        return float((above + self.tied_above * tied) / len(scores))
+
+
+def atc_threshold(scores: np.ndarray, correct: np.ndarray) -> Threshold:
+    """ATC's threshold: the score t with as many wrong source images above it as right ones
+    below it, so that the share of source images above t is exactly the source accuracy (ties
+    at t broken at random, in expectation: ``Threshold``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    right = int(np.count_nonzero(correct))
+    if right == 0:
+        return Threshold(float("inf"), 0.0)
+    value = float(np.sort(scores)[len(scores) - right])
+    above = int(np.count_nonzero(scores > value))
+    tied = int(np.count_nonzero(scores == value))
+    return Threshold(value, (right - above) / tied)
 
 
 class AverageThresholdedConfidence(Estimator):
@@ -120,8 +147,7 @@ class AverageThresholdedConfidence(Estimator):
                 self._scores(source, 1.0)  # raises what is missing
             temperature = fit_temperature(source.logits["original"], labels)
         threshold = atc_threshold(self._scores(source, temperature), correct)
-        scores = self._scores(study.outputs(model, target, self.name), temperature)
-        return float(np.mean(scores >= threshold))
+        return threshold.share(self._scores(study.outputs(model, target, self.name), temperature))
 
 
 class ATCMaxConfidence(AverageThresholdedConfidence):
