@@ -25,6 +25,11 @@ def resolve_path(value: str, base_dir: Path) -> str:
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
+def cache_root() -> Path:
+    """invkit's own cache, outside any study: ``$INVKIT_CACHE_DIR``, else ``~/.cache/invkit``."""
+    return Path(os.environ.get("INVKIT_CACHE_DIR") or Path.home() / ".cache" / "invkit")
+
+
 def link_error(paths: list[Path]) -> InvkitError:
     """The one message for symbolic links where invkit writes its own files."""
     shown = "; ".join(f"{str(path)!r} -> {os.readlink(path)!r}" for path in paths)

@@ -88,3 +88,77 @@ def test_a_folder_of_parquet_files_opens_as_load_dataset_reads_it(saved, tmp_pat
     opened = invkit.load_dataset(f"hf:{tmp_path / 'files'}", split="test")
     assert len(opened) == 20 and opened.classes == NAMES
     assert [opened[i][1] for i in range(20)] == list(test["label"])
+
+
+OUTSIDE_README = """---
+configs:
+- config_name: default
+  data_files:
+  - split: test
+    path: "../outside/test.parquet"
+---
+"""
+
+
+def test_a_folder_reading_files_outside_it_is_fingerprinted_by_them_and_never_stale(
+    saved, tmp_path, monkeypatch
+):
+    from invkit.builtins.hf_datasets import _fingerprint
+
+    monkeypatch.setenv("INVKIT_CACHE_DIR", str(tmp_path / "invkit-cache"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    test = datasets.load_from_disk(str(saved))["test"]
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "folder" / "README.md").write_text(OUTSIDE_README)
+    test.to_parquet(str(tmp_path / "outside" / "test.parquet"))
+    folder = str(tmp_path / "folder")
+    before = _fingerprint(folder)
+    assert [label for _, label in invkit.load_dataset(f"hf:{folder}", split="test")] == list(
+        test["label"]
+    )
+    relabeled = test.map(lambda row: {"label": (row["label"] + 1) % 10})
+    relabeled.to_parquet(str(tmp_path / "outside" / "test.parquet"))  # the file outside, edited
+    assert _fingerprint(folder) != before
+    opened = invkit.load_dataset(f"hf:{folder}", split="test")
+    assert [label for _, label in opened] == list(relabeled["label"])  # not the old Arrow copy
+    assert not (tmp_path / "hf-cache").exists() or not any((tmp_path / "hf-cache").rglob("*.arrow"))
+    assert len(list((tmp_path / "invkit-cache" / "hf").iterdir())) == 2  # one copy per content
+
+
+def test_labels_and_images_that_are_not_what_a_study_reads_are_refused(saved, tmp_path):
+    test = datasets.load_from_disk(str(saved))["test"]
+    cases = {
+        "fraction": (
+            test.cast_column("label", datasets.Value("float64")).map(
+                lambda row, i: {"label": 3.7 if i == 4 else row["label"]}, with_indices=True
+            ),
+            r"label column 'label' holds 3.7 in row 4, which is not a class index",
+        ),
+        "missing": (
+            test.cast_column("label", datasets.Value("int64")).map(
+                lambda row, i: {"label": None if i == 2 else row["label"]}, with_indices=True
+            ),
+            r"label column 'label' has no label in row 2; label every image",
+        ),
+        "paths": (
+            test.map(
+                lambda row, i: {"image": f"images/{i}.png"},
+                with_indices=True,
+                features=datasets.Features(
+                    {"image": datasets.Value("string"), "label": test.features["label"]}
+                ),
+            ),
+            r"column 'image' holds Value\('string'\), not images",
+        ),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).mkdir()
+        data.to_parquet(str(tmp_path / name / "test-00000.parquet"))
+        with pytest.raises(invkit.InvkitError, match=message):
+            invkit.load_dataset(f"hf:{tmp_path / name}", split="test")
+    whole = test.cast_column("label", datasets.Value("float64"))  # 3.0: a class index still
+    (tmp_path / "whole").mkdir()
+    whole.to_parquet(str(tmp_path / "whole" / "test-00000.parquet"))
+    opened = invkit.load_dataset(f"hf:{tmp_path / 'whole'}", split="test")
+    assert [label for _, label in opened] == list(test["label"])

@@ -3,7 +3,6 @@ training lengths and augmentations, on the training split of coloured digits."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from invkit.fingerprint import digest
+from invkit.paths import cache_root
 
 SIZE = 16
 RECIPE_VERSION = 2
@@ -46,8 +46,7 @@ RECIPES = (
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("INVKIT_CACHE_DIR") or Path.home() / ".cache" / "invkit"
-    return Path(root) / "demo"
+    return cache_root() / "demo"
 
 
 def augment(images: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
