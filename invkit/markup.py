@@ -64,3 +64,29 @@ def fenced(text: str, info: str = "text") -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{info}\n{text}\n{fence}"
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A cell for a CSV file a spreadsheet may open (OWASP's CSV injection advice): a text that
+    starts with ``= + - @``, a tab or a carriage return, and is not a number, gets a leading
+    ``'``, so that no spreadsheet runs it as a formula; so does a text that already starts with
+    ``'``, so that removing one leading ``'`` always gives the name back (``csv_text``). Numbers,
+    and texts that read as one (a dataset named ``-1``), are written as they are."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith("'"):
+        return f"'{value}"
+    if value.startswith(FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return f"'{value}"
+    return value
+
+
+def csv_text(cell: str) -> str:
+    """A text cell of an invkit CSV as it was before ``csv_cell``: one leading ``'`` removed."""
+    return cell[1:] if cell.startswith("'") else cell

@@ -6,6 +6,7 @@ library's loaders; class subsets, the report cache and datasets cannot serve sta
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 import os
@@ -536,3 +537,41 @@ def test_an_interrupted_fresh_run_names_the_command_that_resumes(tmp_path):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130
     assert "Run it again without --fresh to resume." in stderr
+
+
+def test_no_csv_cell_invkit_writes_starts_a_formula(tmp_path):
+    from invkit.markup import FORMULA_START, csv_cell, csv_text
+
+    shutil.copy(HERE / "study_files" / "user_models.py", tmp_path / "user_models.py")
+    models = ['=HYPERLINK("http://evil.example","click")', "@SUM(1+1)", "+cmd|'/C calc'!A0"]
+    datasets = ["-1", "-2+3", "\tTAB"]
+    size = "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }"
+    spec = 'spec = "python:user_models.py:linear"\n'
+    config = 'transforms = ["rotation"]\nmeasures = ["ei"]\n[run]\ndevice = "cpu"\n'
+    for i, name in enumerate(models):
+        seed = f"params = {{ kwargs = {{ seed = {i} }} }}\n"
+        config += f"[[models]]\nname = {json.dumps(name)}\n{spec}{seed}{size}\n"
+    for i, name in enumerate(datasets):
+        source = "source = true\n" if i == 0 else ""
+        config += (f"[[datasets]]\nname = {json.dumps(name)}\nspec = \"digits\"\n"
+                   f"params = {{ size = 16 }}\nlimit = 40\nseed = {i}\n{source}")  # fmt: skip
+    config += '[[analyses]]\nname = "estimate_accuracy"\nparams = { estimators = ["ac", "doc"] }\n'
+    (tmp_path / "study.toml").write_text(config)
+    out = tmp_path / "out"
+    quiet(tmp_path / "study.toml", out_dir=out)
+    read_back: dict[str, set[str]] = {}
+    for name in ("results.csv", "models.csv", "estimates.csv"):
+        rows = list(csv.reader((out / name).open(newline="", encoding="utf-8")))
+        for row in rows:
+            for cell in row:
+                if cell.startswith(FORMULA_START):
+                    float(cell)  # only a number may start so: "-1", "-0.25"
+        header = rows[0]
+        read_back[name] = {csv_text(row[header.index("model")]) for row in rows[1:]}
+        if "dataset" in header:
+            read_back[name] |= {csv_text(row[header.index("dataset")]) for row in rows[1:]}
+    assert read_back["results.csv"] == set(models) | set(datasets)
+    assert read_back["models.csv"] == set(models)
+    assert read_back["estimates.csv"] == set(models) | set(datasets[1:])  # targets only
+    assert csv_cell("-1") == "-1" and csv_cell("'quoted") == "''quoted"
+    assert csv_text(csv_cell("'=x")) == "'=x" and csv_cell(-0.5) == -0.5

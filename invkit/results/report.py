@@ -24,7 +24,7 @@ from typing import Any
 
 from invkit import __version__ as VERSION
 from invkit.errors import InvkitError, InvkitWarning, unwritable_output
-from invkit.markup import code, fenced, md
+from invkit.markup import code, csv_cell, fenced, md
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, is_own, refuse_links, replacing
 from invkit.results.formats import report_html, summary_latex
 from invkit.results.reading import StudyOutputs
@@ -93,9 +93,9 @@ def plot_name(text: str) -> str:
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
     with replacing(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerow([csv_cell(column) for column in columns])
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
 
 
 def _write_text(path: Path, text: str) -> None:
