@@ -310,6 +310,7 @@ def _component(section: str, i: int | None, raw: Any) -> ComponentEntry:
 
 
 AUTO_OR_COUNT = {"workers": 0, "models_per_pass": 1}  # run options taking "auto" or a count
+MAX_BOOTSTRAP = 1_000_000  # resamples per cell: beyond, time and memory, never precision
 
 
 def is_auto_or_count(value: Any, least: int) -> bool:
@@ -338,11 +339,26 @@ def _run_value(name: str, value: Any) -> Any:
         raise ConfigError(f"run.batch_size must be at least 1; got {value}")
     if name in ("bootstrap", "seed", "max_views_per_forward", "min_free_mb") and value < 0:
         raise ConfigError(f"run.{name} must be >= 0; got {value}")
+    if name == "bootstrap" and value > MAX_BOOTSTRAP:
+        raise ConfigError(
+            f"run.bootstrap must be at most {MAX_BOOTSTRAP:,} resamples; got {value:,} (1,000 "
+            "give intervals to about 0.01; each resample reads every image of a cell)"
+        )
     if name == "outputs":
         _choice("run.outputs", value, OUTPUT_LEVELS)
     if name == "outputs_topk" and value < 1:
         raise ConfigError(f"run.outputs_topk must be at least 1; got {value}")
     return value
+
+
+def run_problems(run: RunOptions) -> list[str]:
+    """Every problem of run options however they were made (a config, a CLI flag, or
+    ``dataclasses.replace`` in Python), so that a study checks them all before it starts, even
+    when every cell is already stored."""
+    problems: list[str] = []
+    for option in fields(RunOptions):
+        _collected(problems, _run_value, option.name, getattr(run, option.name))
+    return problems
 
 
 def _run(raw: Any, problems: list[str]) -> RunOptions:

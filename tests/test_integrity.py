@@ -511,3 +511,24 @@ def test_simultaneous_starts_see_the_lock_not_each_other(tmp_path):
     for run, stderr in zip(runs, errors, strict=True):
         assert run.returncode == 0 or "another invkit study" in stderr, stderr
         assert "cannot write to the output directory" not in stderr
+
+
+def test_every_run_option_is_checked_even_when_every_cell_is_reused(tmp_path):
+    import dataclasses
+
+    config = study_with(tmp_path, "linear")
+    assert quiet_study(config).computed == 1
+    loaded = load_config(config)
+    bad = dataclasses.replace(
+        loaded, run=dataclasses.replace(loaded.run, batch_size=0, device="ｃｐｕ", bootstrap=10**10)
+    )
+    with pytest.raises(ConfigError) as raised:
+        Study(bad, progress=False, echo=lambda _: None).run()
+    message = str(raised.value)
+    assert "run.batch_size must be at least 1; got 0" in message
+    assert "run.device: unknown device 'ｃｐｕ'" in message
+    assert "run.bootstrap must be at most 1,000,000 resamples; got 10,000,000,000" in message
+    config.write_text(config.read_text().replace("[run]", "[run]\nbootstrap = 10000000000"))
+    result = run_cli("study", str(config), check=False)
+    assert result.returncode == 1 and "run.bootstrap must be at most 1,000,000" in result.stderr
+    assert "Traceback" not in result.stderr

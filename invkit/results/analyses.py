@@ -26,6 +26,8 @@ TRUE_ACCURACY = "true_accuracy"
 POINT_KINDS = ("model", "dataset")
 MIN_POINTS = 3
 
+MAX_RESAMPLES = 100_000  # an analysis's bootstrap: resamples × points held in memory
+
 
 @dataclass
 class GroupResult:
@@ -266,8 +268,11 @@ class CorrelationAnalysis(_AxesAnalysis):
         super().__init__(confidence, scale_accuracy, scale_invariance)
         if fit not in stats.FITS:
             raise InvkitError(f"unknown fit {fit!r}; choose one of {', '.join(stats.FITS)}")
-        if n_bootstrap < 0:
-            raise InvkitError(f"n_bootstrap must be >= 0; got {n_bootstrap}")
+        if not 0 <= n_bootstrap <= MAX_RESAMPLES:
+            raise InvkitError(
+                f"n_bootstrap must be between 0 and {MAX_RESAMPLES:,}; got {n_bootstrap:,} (the "
+                "resamples of every test set are held in memory at once; 1,000 is the paper's)"
+            )
         self.n_bootstrap = int(n_bootstrap)
         self.seed = int(seed)
         self.fit = fit

@@ -23,6 +23,7 @@ from invkit.config import (
     ModelEntry,
     StudyConfig,
     problems_error,
+    run_problems,
 )
 from invkit.data import PIPELINE_VERSION
 from invkit.errors import InvkitError, described
@@ -107,7 +108,10 @@ class StudyPlan:
         problems = problems if problems is not None else Problems()
         self.config = config
         self.run = config.run
-        self.device = resolve_device(config.run.device)
+        problems.lines.extend(run_problems(config.run))
+        self.device = resolve_device("cpu")  # until the one asked for is known to exist
+        with problems.at("run.device"):
+            self.device = resolve_device(config.run.device)
         self.transforms = _build("transforms", config.transforms, get_transform, problems)
         self.measures = _build("measures", config.measures, get_measure, problems)
         self.reads: dict[str, int | None] = {}  # measure → what it reads: top-k, or None (all)
