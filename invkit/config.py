@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -165,6 +166,27 @@ def _table_list(data: Mapping[str, Any], key: str) -> list[Any]:
 MODEL_KEYS = ["name", "spec", "specs", "specs_file", "params", "preprocessing"]
 
 
+MAX_LIST_BYTES = 4 * 2**20  # a specs_file: about 100,000 specs
+
+
+def _small_text_file(where: str, path: Path) -> str:
+    """A UTF-8 text file of at most ``MAX_LIST_BYTES``, read only when it is a regular file (a
+    FIFO would block, ``/dev/zero`` never ends); else a ``ConfigError`` naming it."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{where}: {str(path)!r} is not a regular file; name a text file")
+        if info.st_size > MAX_LIST_BYTES:
+            raise ConfigError(
+                f"{where}: {str(path)!r} holds {info.st_size:,} bytes, more than the "
+                f"{MAX_LIST_BYTES:,} a list of specs needs; name a text file of one spec per line"
+            )
+        with path.open("rb") as handle:
+            return handle.read(MAX_LIST_BYTES + 1)[:MAX_LIST_BYTES].decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{where}: cannot read {str(path)!r} ({error})") from None
+
+
 def _models(i: int, raw: Any, base_dir: Path) -> list[ModelEntry]:
     """One ``[[models]]`` entry: a model, or many sharing ``params`` and ``preprocessing``
     (``specs = [...]``, or ``specs_file``: one spec per line, ``#`` comments), each named by
@@ -185,10 +207,7 @@ def _models(i: int, raw: Any, base_dir: Path) -> list[ModelEntry]:
     else:
         path = Path(_expect(f"{where}.specs_file", raw["specs_file"], str, "a file name"))
         path = path if path.is_absolute() else base_dir / path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{where}.specs_file: cannot read {str(path)!r} ({error})") from None
+        text = _small_text_file(f"{where}.specs_file", path)
         specs = [line.split("#", 1)[0].strip() for line in text.splitlines()]
         specs = [spec for spec in specs if spec]
         origin = f"{where}.specs_file ({path.name})"

@@ -3,6 +3,7 @@ stops before writing anything when its config is wrong, and messages name the fi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import timm
 from PIL import Image
 from safetensors.torch import save_file
 
-from invkit.config import ConfigError, load_config
+from invkit.config import ConfigError, load_config, parse_config
 
 from .conftest import run_cli, study_with
 
@@ -178,3 +179,27 @@ def test_many_models_share_params_and_check_names_every_bad_one_at_once(tmp_path
     )
     with pytest.raises(ConfigError, match="gives spec and specs_file; keep one"):
         load_config(both)
+
+
+def test_a_specs_file_is_read_only_when_it_is_a_small_regular_file(tmp_path):
+    def parse(path: str):
+        return parse_config(
+            {
+                "models": [{"specs_file": path}],
+                "datasets": ["digits"],
+                "transforms": ["rotation"],
+                "measures": ["ei"],
+            },
+            base_dir=tmp_path,
+        )
+
+    with pytest.raises(ConfigError, match="specs_file: '/dev/zero' is not a regular file"):
+        parse("/dev/zero")
+    os.mkfifo(tmp_path / "fifo")  # reading it would wait for a writer for ever
+    with pytest.raises(ConfigError, match="fifo' is not a regular file"):
+        parse("fifo")
+    (tmp_path / "huge.txt").write_bytes(b"timm:resnet18\n" * 400_000)
+    with pytest.raises(ConfigError, match="holds 5,600,000 bytes, more than the 4,194,304"):
+        parse("huge.txt")
+    (tmp_path / "two.txt").write_text("timm:resnet18\n# a comment\ntimm:resnet34\n")
+    assert [m.spec for m in parse("two.txt").models] == ["timm:resnet18", "timm:resnet34"]
