@@ -92,6 +92,14 @@ def unwritable_output(directory: object, error: OSError) -> StorageError:
     )
 
 
+def unwritable_file(path: object, error: OSError) -> StorageError:
+    """The one message for a study's own file that cannot be written (a full disk, mostly)."""
+    return StorageError(
+        f"cannot write {str(path)!r} ({error.strerror or error}); every pass stored before this "
+        "one is kept: free space or fix the folder's permissions, then rerun to resume"
+    )
+
+
 EXIT_ERROR = 1  # a bad input, config or component: the message names it
 EXIT_STORAGE = 74  # sysexits' EX_IOERR: the output directory failed under the study
 EXIT_SIGNAL_BASE = 128  # 130 for Ctrl-C (SIGINT), 143 for SIGTERM

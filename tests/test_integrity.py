@@ -532,3 +532,22 @@ def test_every_run_option_is_checked_even_when_every_cell_is_reused(tmp_path):
     result = run_cli("study", str(config), check=False)
     assert result.returncode == 1 and "run.bootstrap must be at most 1,000,000" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_full_disk_while_full_outputs_are_written_is_one_line_and_leaves_nothing(tmp_path):
+    config = study_with(tmp_path, "linear,other_linear", datasets=2, outputs="full")
+    config.write_text(config.read_text().replace("limit = 32", "limit = 1500"))
+    result = subprocess.run(
+        [INVKIT, "study", str(config), "--no-progress"],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(160 * 1024),  # the store: 60 KB, a pass's file: 260 KB
+        timeout=300,
+    )
+    assert result.returncode == EXIT_STORAGE, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "storage error" in line]
+    assert "staging" in line and "File too large" in line, line
+    assert "FAILED" not in result.stderr and "Traceback" not in result.stderr
+    assert "run again one at a time" not in result.stderr
+    staging = tmp_path / "invkit-results" / "outputs" / "staging"
+    assert list(staging.iterdir()) == []  # what was staged is removed

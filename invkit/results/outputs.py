@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from invkit.checkpoints import file_sha256
-from invkit.errors import InvkitError
+from invkit.errors import InvkitError, unwritable_file
 from invkit.paths import TEMPORARY_SUFFIX, create_own, is_own, refuse_links, replacing
 from invkit.plugin.passes import KeptOutputs
 
@@ -107,8 +107,11 @@ class Spilled:
                 f"outputs {self.path.name}: rows of shape {block.shape[1:]} after rows of "
                 f"shape {self.row_shape}"
             )
-        with open(self.path, "ab") as handle:
-            handle.write(block.tobytes())
+        try:
+            with open(self.path, "ab") as handle:
+                handle.write(block.tobytes())
+        except OSError as error:
+            raise unwritable_file(self.path, error) from None
         self.rows += block.shape[0]
 
     @property
@@ -153,16 +156,23 @@ def write_file(
     text += b" " * (-len(text) % 8)
     digest = hashlib.sha256()
     descriptor = create_own(path, os.O_EXCL | os.O_TRUNC)
-    with os.fdopen(descriptor, "wb") as handle:
-        for block in (struct.pack("<Q", len(text)), text):
-            handle.write(block)
-            digest.update(block)
-        for array in arrays.values():
-            for block in _blocks(array):
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            for block in (struct.pack("<Q", len(text)), text):
                 handle.write(block)
                 digest.update(block)
-        handle.flush()
-        os.fsync(handle.fileno())
+            for array in arrays.values():
+                for block in _blocks(array):
+                    handle.write(block)
+                    digest.update(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:  # nothing half-written is left behind
+        path.unlink(missing_ok=True)
+        raise unwritable_file(path, error) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return digest.hexdigest(), path.stat().st_size
 
 

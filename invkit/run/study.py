@@ -328,6 +328,8 @@ class Study:
     ) -> Iterator[tuple[PassSpec, PassResult | None, JobOutcome]]:
         for job in self.plan.executor(specs):
             spec = specs[job.index]
+            if isinstance(job.error, StorageError):  # the output folder: every pass would fail
+                raise job.error
             if not job.ok and spec.shared:
                 self.echo(
                     f"invkit: the shared pass {spec.label} failed ({failure_message(job)}); "
@@ -337,6 +339,8 @@ class Study:
                 continue
             yield from self._finished(spec, job, outcome)
         for job in self.plan.executor(alone) if alone else ():
+            if isinstance(job.error, StorageError):
+                raise job.error
             yield from self._finished(alone[job.index], job, outcome)
 
     def _finished(
