@@ -71,15 +71,40 @@ def test_a_pass_is_picklable_data_and_run_pass_needs_no_store(tmp_path):
     assert not list(tmp_path.rglob("*.sqlite"))  # nothing was written
 
 
-def test_processes_executor_equals_local_cell_for_cell(tmp_path):
-    config = study_with(tmp_path, "linear,other_linear,nan", datasets=2)
+EXECUTOR_TOLERANCE = 1e-6  # docs/outputs.md#on-other-executors: float32 reductions' rounding
+
+
+def assert_agree_within_tolerance(local: Path, other: Path) -> None:
+    """Two studies of the same config on two executors: the same cells and kept outputs, each
+    number within the tolerance the docs state, every top-1 class the same."""
+    cells, theirs = results(local), results(other)
+    assert cells.keys() == theirs.keys()
+    for key, row in cells.items():
+        assert row[1:] == theirs[key][1:], key  # accuracy, images, labels, matching: exact
+        assert float(row[0]) == pytest.approx(float(theirs[key][0]), abs=EXECUTOR_TOLERANCE)
+    assert kept_files(local).keys() == kept_files(other).keys()
+    for model, dataset in {(m, d) for m, d, *_ in cells}:
+        mine, yours = (
+            invkit.load_outputs(local, model, dataset),
+            invkit.load_outputs(other, model, dataset),
+        )
+        for view in mine.views:
+            assert (mine.top_indices[view] == yours.top_indices[view]).all()
+            for field in ("top_probs", "logsumexp", "entropy", "logits"):
+                a, b = getattr(mine, field).get(view), getattr(yours, field).get(view)
+                assert (a is None) == (b is None)
+                if a is not None:
+                    assert abs(a.astype(float) - b.astype(float)).max() <= EXECUTOR_TOLERANCE
+
+
+def test_processes_executor_agrees_with_local_within_the_stated_tolerance(tmp_path):
+    config = study_with(tmp_path, "conv,linear,nan", datasets=2)
     local = Study(load_config(config), out_dir=tmp_path / "local", progress=False).run()
     processes = with_run(config, executor="processes", executor_params={"workers": 2})
     pooled = Study(load_config(processes), out_dir=tmp_path / "pool", progress=False).run()
-    assert results(tmp_path / "local") == results(tmp_path / "pool")
     assert len(results(tmp_path / "pool")) == 4 and pooled.computed == local.computed == 4
     assert len(kept_files(tmp_path / "pool")) == 4  # the summary arrays travel with results
-    assert kept_files(tmp_path / "pool") == kept_files(tmp_path / "local")
+    assert_agree_within_tolerance(tmp_path / "local", tmp_path / "pool")
     failed = sorted((f["model"], f["dataset"]) for f in pooled.failures)
     assert failed == [("nan", "d0"), ("nan", "d1")]
     assert all("NaN or infinite outputs" in f["error"] for f in pooled.failures)
@@ -167,15 +192,14 @@ def add_logged_model(config: Path, name: str, log: Path, mode: str) -> None:
     )
 
 
-def test_ray_executor_equals_local_cell_for_cell(tmp_path, ray_cluster):
-    config = study_with(tmp_path, "linear,other_linear", datasets=2, outputs="full")
+def test_ray_executor_agrees_with_local_within_the_stated_tolerance(tmp_path, ray_cluster):
+    config = study_with(tmp_path, "conv,linear", datasets=2, outputs="full")
     local = Study(load_config(config), out_dir=tmp_path / "local", progress=False).run()
     outcome = Study(load_config(on_ray(config)), out_dir=tmp_path / "ray", progress=False).run()
-    assert results(tmp_path / "ray") == results(tmp_path / "local")
     assert outcome.computed == local.computed == 4 and outcome.forward_images == 4 * 32 * 4
     # full outputs: each worker wrote its file into staging, the driver verified and adopted it
     assert len(kept_files(tmp_path / "ray")) == 4
-    assert kept_files(tmp_path / "ray") == kept_files(tmp_path / "local")
+    assert_agree_within_tolerance(tmp_path / "local", tmp_path / "ray")
     assert list((tmp_path / "ray" / "outputs" / "staging").iterdir()) == []
 
 

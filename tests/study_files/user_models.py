@@ -185,3 +185,13 @@ def named_digits(size: int = 16):
         class_names=order,
     )
     return LoadedModel(linear(size), preprocessing, "named_digits")
+
+
+def conv(seed: int = 3):
+    """A small convolutional classifier (seeded): its float32 reductions depend on the number
+    of threads that run them, unlike a linear model's on these sizes."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256, 10),
+    )  # fmt: skip
