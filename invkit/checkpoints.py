@@ -136,19 +136,26 @@ def _shape(text: str) -> tuple[int, ...]:
     return tuple(int(n) for n in text.split(",") if n.strip())
 
 
-def shape_mismatch_error(error: RuntimeError, path: str | Path) -> InvkitError | None:
+def shape_mismatch_error(
+    error: RuntimeError, path: str | Path, keys_differ: bool = False
+) -> InvkitError | None:
     """torch's multi-line ``load_state_dict`` shape error in one line of invkit's words. When
-    only the classifier differs (first dimension only), it names the fix: ``num_classes``."""
+    only the classifier differs (its first dimension, and no parameter name differs:
+    ``keys_differ``), it names the fix: ``num_classes``."""
     found = [(k, _shape(c), _shape(m)) for k, c, m in MISMATCH.findall(str(error))]
     if not found:
         return None
+    keys_differ = keys_differ or any(  # as a strict load (timm's) says so
+        text in str(error) for text in ("Missing key(s) in state_dict", "Unexpected key(s)")
+    )
     key, checkpoint, model = found[0]
     summary = (
         f"checkpoint {str(path)!r} does not match the architecture: {len(found)} parameter(s) "
         f"differ in shape, e.g. {key}: {checkpoint} in the checkpoint, {model} in the model"
     )
-    classes = {(c[0], m[0]) for _, c, m in found if c and m and c[1:] == m[1:] and c[0] != m[0]}
-    if len(classes) == 1 and len(found) <= 2:
+    classifier = all(c and m and c[1:] == m[1:] and c[0] != m[0] for _, c, m in found)
+    classes = {(c[0], m[0]) for _, c, m in found if c and m}
+    if classifier and len(classes) == 1 and len(found) <= 2 and not keys_differ:
         outputs, built = classes.pop()
         return InvkitError(
             f"{summary}. The checkpoint's classifier has {outputs} outputs and the model {built}: "
@@ -165,7 +172,8 @@ def load_into(module: torch.nn.Module, path: str | Path) -> None:
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches
-        raise shape_mismatch_error(error, path) or error from None
+        keys_differ = set(state) != set(module.state_dict())
+        raise shape_mismatch_error(error, path, keys_differ) or error from None
     problems = []
     if result.missing_keys:
         problems.append(

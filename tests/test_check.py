@@ -4,17 +4,20 @@ stops before writing anything when its config is wrong, and messages name the fi
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 
 from invkit.config import ConfigError, load_config, parse_config
+from invkit.errors import InvkitError
 
-from .conftest import run_cli, study_with
+from .conftest import HERE, run_cli, study_with
 
 
 def png_folder(root: Path, classes: list[str], per_class: int = 2) -> None:
@@ -203,3 +206,43 @@ def test_a_specs_file_is_read_only_when_it_is_a_small_regular_file(tmp_path):
         parse("huge.txt")
     (tmp_path / "two.txt").write_text("timm:resnet18\n# a comment\ntimm:resnet34\n")
     assert [m.spec for m in parse("two.txt").models] == ["timm:resnet18", "timm:resnet34"]
+
+
+class _Net(torch.nn.Module):
+    def __init__(self, body: str, classes: int):
+        super().__init__()
+        setattr(self, body, torch.nn.Linear(8, 4))
+        self.fc = torch.nn.Linear(4, classes)
+
+
+def test_num_classes_is_suggested_only_when_the_classifier_alone_differs(tmp_path):
+    from invkit.checkpoints import load_into
+
+    save_file(_Net("body", 10).state_dict(), str(tmp_path / "same.safetensors"))
+    save_file(_Net("stem", 10).state_dict(), str(tmp_path / "other.safetensors"))
+    with pytest.raises(InvkitError, match="set params.num_classes = 10"):
+        load_into(_Net("body", 1000), tmp_path / "same.safetensors")
+    with pytest.raises(InvkitError, match="check that the checkpoint belongs") as raised:
+        load_into(_Net("body", 1000), tmp_path / "other.safetensors")  # another architecture
+    assert "num_classes = 10" not in str(raised.value)
+
+
+def test_check_loads_every_right_model_when_other_entries_are_wrong(tmp_path):
+    shutil.copy(HERE / "study_files" / "user_models.py", tmp_path / "user_models.py")
+    torch.manual_seed(0)
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
+    save_file(linear.state_dict(), str(tmp_path / "linear.safetensors"))
+    size = "preprocessing = { input_size = [3, 16, 16], crop_pct = 1.0 }"
+    (tmp_path / "study.toml").write_text(
+        'transforms = ["rotaton"]\nmeasures = ["eii"]\n'
+        f'[[models]]\nname = "missing"\nspec = "python:user_models.py:linear"\n{size}\n'
+        'params = { checkpoint = "missing.safetensors" }\n'
+        f'[[models]]\nname = "misfit"\nspec = "python:user_models.py:conv"\n{size}\n'
+        'params = { checkpoint = "linear.safetensors" }\n'
+        '[[datasets]]\nname = "d"\nspec = "digts"\n'
+    )
+    result = run_cli("check", str(tmp_path / "study.toml"), "--no-progress", check=False)
+    assert result.returncode == 1 and "5 problems in the config" in result.stderr, result.stderr
+    for text in ("unknown transform 'rotaton'", "unknown measure 'eii'", "digts",
+                 "missing.safetensors", "model 'misfit': checkpoint"):  # fmt: skip
+        assert text in result.stderr, text

@@ -52,15 +52,17 @@ def check_loading(
     problems: Problems,
     echo: Callable[[str], None] = print,
     inputs: dict[str, ModelInput] | None = None,
+    models: list[Resolved] | None = None,
 ) -> list[tuple[Resolved, Any]]:
     """Load each model and open each dataset of ``pairs`` (model × dataset) once, and match the
     classes of each pair; problems are recorded, and what each model takes as input goes in
-    ``inputs``. Returns the datasets that opened."""
+    ``inputs``. ``models``: also load these, paired or not (a check loads every model that is
+    itself right, even when no dataset is). Returns the datasets that opened."""
     datasets: dict[str, tuple[Resolved, Any]] = {}
     for dataset in {d.name: d for _, d in pairs}.values():
         with problems.at(any_error=True):
             datasets[dataset.name] = (dataset, load_dataset_for(dataset))
-    for model in {m.name: m for m, _ in pairs}.values():
+    for model in {m.name: m for m in [*(m for m, _ in pairs), *(models or [])]}.values():
         loaded = None
         with problems.at(any_error=True):
             loaded = load_model_for(model, plan.transforms, plan.run.trust_checkpoints)
@@ -101,7 +103,7 @@ def check_study(
     plan = StudyPlan(config, problems)
     pairs = [(model, dataset) for model in plan.models for dataset in plan.datasets]
     inputs: dict[str, ModelInput] = {}
-    datasets = check_loading(plan, pairs, problems, echo, inputs)
+    datasets = check_loading(plan, pairs, problems, echo, inputs, models=plan.models)
     if images:
         channels = {model.key[0][0] for model in inputs.values()} or {3}
         for dataset, data in datasets:
