@@ -16,7 +16,7 @@ import scipy.special
 from scipy.stats import norm
 
 import invkit
-from invkit.builtins.estimators import aline, atc_threshold, fit_temperature
+from invkit.builtins.estimators import LineFit, aline, atc_threshold, fit_temperature
 from invkit.config import ConfigError, load_config, parse_config
 from invkit.results.estimation import StudyData
 from invkit.results.reading import StudyOutputs
@@ -388,3 +388,15 @@ def estimates_of(out: Path, config: Path) -> list[dict[str, str]]:
     rows = list(csv.DictReader((copy / "estimates.csv").open()))
     shutil.rmtree(copy)
     return rows
+
+
+def test_a_line_fit_over_equal_scores_says_they_are_equal(finished):
+    study = study_data(finished)
+    for key in study.scores:
+        for pair in study.scores[key]:
+            study.scores[key][pair] = 0.5  # every set scores the same
+    line = LineFit(("rotation", "ei"))
+    with pytest.raises(
+        invkit.errors.EstimatorNeeds, match=r"has no slope: its score is 0\.5 on each"
+    ):
+        line("linear", "noise-3", study)

@@ -336,10 +336,16 @@ class LineFit(Estimator):
         labeled = study.labeled_sets(model, leave_out=target)
         points = [(self.dataset_score(model, d, study), study.accuracy(model, d)) for d in labeled]
         points = [(x, y) for x, y in points if x is not None]
-        if len({x for x, _ in points}) < 2:
+        if len(points) < 2:
             raise EstimatorNeeds(
                 f"the {self.label} line fit needs {model!r}'s score on at least 2 labeled test "
                 f"sets besides {target!r}; it has {len(points)}"
+            )
+        if len({x for x, _ in points}) < 2:
+            raise EstimatorNeeds(
+                f"the {self.label} line fit of {model!r} has no slope: its score is "
+                f"{points[0][0]:.6g} on each of the {len(points)} labeled test sets besides "
+                f"{target!r}, so it cannot tell their accuracies apart"
             )
         at = self.dataset_score(model, target, study)
         if at is None:
