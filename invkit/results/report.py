@@ -24,7 +24,7 @@ from typing import Any
 
 from invkit import __version__ as VERSION
 from invkit.errors import InvkitError, InvkitWarning, unwritable_output
-from invkit.markup import code, csv_cell, fenced, md
+from invkit.markup import code, csv_cell, fenced, md, terminal
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, is_own, refuse_links, replacing
 from invkit.results.formats import report_html, summary_latex
 from invkit.results.reading import StudyOutputs
@@ -279,13 +279,17 @@ def render_analyses(
     rows: list[dict[str, Any]],
     out_dir: Path,
     outputs: StudyOutputs | None = None,
+    progress: bool = False,
 ) -> tuple[
     list[Section], dict[str, tuple[list[str], list[dict[str, Any]]]], dict[str, Any], set[str]
 ]:
     """Report sections, merged CSV tables, analyses.json content and the plots written now,
     each analysis run (or taken from the cache when nothing it depends on changed) and
     rendered by what it offers. An analysis that declares ``reads_outputs`` is also given
-    the study's kept outputs, which are then part of its cache key."""
+    the study's kept outputs, which are then part of its cache key. ``progress``: a bar over
+    the analyses, naming the one that runs (on a terminal)."""
+    from tqdm.auto import tqdm
+
     from invkit.fingerprint import digest
     from invkit.lookup import component_version
 
@@ -293,7 +297,12 @@ def render_analyses(
     sections, tables, as_json = [], {}, {}
     written: set[str] = set()  # PNG plots rendered by this run (not taken from the cache)
     rows_digest = digest(rows)
-    for label, analysis in analyses.items():
+    bar = tqdm(
+        analyses.items(), desc="analyses", unit="analysis", leave=False,
+        disable=None if progress else True,
+    )  # fmt: skip
+    for label, analysis in bar:
+        bar.set_postfix_str(terminal(label), refresh=True)
         entry = entries.get(label, {"component": label, "params": {}})
         component = entry["component"]
         try:
@@ -556,7 +565,11 @@ def _record_plots(store: Store, plots_dir: Path, linked: set[str], written: set[
 
 
 def write_report(
-    out_dir: Path, store: Store, config: Mapping[str, Any], analyses: Mapping[str, Any]
+    out_dir: Path,
+    store: Store,
+    config: Mapping[str, Any],
+    analyses: Mapping[str, Any],
+    progress: bool = False,
 ) -> dict[str, Path]:
     """Write every output file from the store; returns their paths by name.
 
@@ -575,7 +588,9 @@ def write_report(
         raise unwritable_output(plots_dir, error) from None
     entries = {a["name"]: a for a in config["analyses"]}
     outputs = StudyOutputs(out_dir, store.outputs())
-    sections, tables, as_json, written = render_analyses(analyses, entries, rows, out_dir, outputs)
+    sections, tables, as_json, written = render_analyses(
+        analyses, entries, rows, out_dir, outputs, progress
+    )
     paths = {"results": out_dir / "results.csv"}
     _write_csv(paths["results"], RESULT_COLUMNS, table)
     for name, (columns, table_rows) in tables.items():

@@ -475,7 +475,9 @@ class Study:
         store.check_identity()
         self._note_unlabeled_held_out(store)
         self._warn_caveats(store, config)
-        outcome.report = write_report(self.out_dir, store, config, self.plan.analyses)
+        outcome.report = write_report(
+            self.out_dir, store, config, self.plan.analyses, progress=self.progress
+        )
         return outcome
 
     def _store_pass(self, store: Store, spec: PassSpec, result: PassResult) -> None:
