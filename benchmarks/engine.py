@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 import invkit
-from invkit.data import PreparedDataset, make_loader
+from invkit.inputs.data import PreparedDataset, make_loader
 from invkit.plugin.components import LoadedModel, Preprocessing
 from invkit.run.engine import ModelRun, evaluate, resolve_device
 

@@ -129,7 +129,7 @@ def run_study(config: dict, out: Path) -> tuple[float, float, dict]:
 
 def preprocessed(folder: Path, model: invkit.LoadedModel, device: torch.device) -> torch.Tensor:
     """The folder's images as invkit's pipeline prepares them, on the device, as floats."""
-    from invkit.data import PreparedDataset, as_float
+    from invkit.inputs.data import PreparedDataset, as_float
 
     data = PreparedDataset(invkit.load_dataset(f"imagefolder:{folder}"), model.preprocessing)
     return as_float(torch.stack([data[i][0] for i in range(len(data))])).to(device)
@@ -152,7 +152,7 @@ def in_memory_rate(model, images_uint8, device, batch: int, workers: int, amp: b
     """Images per second of invkit's engine over uint8 images already at the model's size."""
     from torch.utils.data import Dataset
 
-    from invkit.data import PreparedDataset, make_loader
+    from invkit.inputs.data import PreparedDataset, make_loader
     from invkit.run.engine import ModelRun, evaluate
 
     class InMemory(Dataset):

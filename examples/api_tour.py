@@ -7,7 +7,7 @@ numbers it prints only show the mechanics; `invkit study` runs real models on re
 import torch
 
 import invkit
-from invkit.results.aggregate import summarize, view_average
+from invkit.analysis.aggregate import summarize, view_average
 
 torch.manual_seed(0)
 images = torch.rand(64, 3, 32, 32)  # pixels in [0, 1], before normalization

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from invkit.inputs.codeprint import component_version
 from invkit.lookup import (
-    component_version,
     get_analysis,
     get_component,
     get_executor,

@@ -59,7 +59,7 @@ def _strict(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 
 def _version() -> str:
-    from invkit import __version__
+    from invkit.version import __version__
 
     return __version__
 
@@ -402,7 +402,7 @@ def check_command(config: str, images: bool, progress: bool) -> None:
 def report_command(directory: str) -> None:
     """Re-run the analyses and re-write the report of a study's output DIRECTORY, from its
     results store alone (no model is run)."""
-    from invkit.results.report import rerender
+    from invkit.report.report import rerender
 
     paths = rerender(directory)
     click.echo(f"invkit: report written to {paths['report']}")

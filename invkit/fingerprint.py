@@ -4,7 +4,7 @@ A cell is recomputed exactly when its fingerprint changes: the model spec, its p
 the bytes of its weights file; the dataset spec, options and the listing of its files (or,
 with a dataset's ``verify = "content"``, their bytes); the
 transform's and measure's parameters; the versions of invkit and of the plugins involved, and
-the code of every component (``invkit.codeprint``).
+the code of every component (``invkit.inputs.codeprint``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from invkit.checkpoints import file_sha256
+_HASHES: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, cached for this process per path, inode, size, modification
+    and status-change time (a write changes the last, which no ``touch`` can restore)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _HASHES:
+        hashed = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hashed.update(block)
+        _HASHES[key] = hashed.hexdigest()
+    return _HASHES[key]
 
 
 def digest(value: Any) -> str:

@@ -74,18 +74,6 @@ def get_executor(name: str, **params: Any) -> Any:
     return get_component("executor", name).create(**params)
 
 
-def component_version(kind: str, name: str) -> str:
-    """``plugin==version code=DIGEST``: the plugin providing a component and the digest of the
-    code it runs (``invkit.codeprint``), the part of fingerprints that sees an edited plugin."""
-    from invkit.codeprint import component_code
-
-    component = get_component(kind, name)
-    host = get_host()
-    versions = {p.name: p.version for p in host.plugins(include_builtins=True)}
-    code = component_code(component.factory, host.pm.get_plugin(component.plugin))
-    return f"{component.plugin}=={versions.get(component.plugin, '?')} code={code[:16]}"
-
-
 def split_spec(spec: str) -> tuple[str, str]:
     """``"timm:resnet18"`` → ``("timm", "resnet18")``; ``"digits"`` → ``("digits", "")``."""
     scheme, _, rest = spec.partition(":")

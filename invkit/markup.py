@@ -4,7 +4,7 @@ A model may be named ``<img src=x onerror=alert(1)>``, an image file ``![x](/etc
 an exception may carry either. Wherever invkit writes such a text into Markdown it goes through
 ``md``, so it reads the same in report.md, report.html and summary.tex and is never markup; on
 the console it goes through ``terminal``, so it cannot move the cursor or recolour the terminal.
-report.html is sanitised as a whole besides (``invkit.results.formats``), so that a plugin's
+report.html is sanitised as a whole besides (``invkit.report.formats``), so that a plugin's
 own Markdown cannot run script either.
 """
 

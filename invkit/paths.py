@@ -62,7 +62,7 @@ def create_own(path: Path, flags: int = 0) -> int:
 def is_own(path: Path, recorded: str) -> bool:
     """``path`` is a regular file (not a link) whose bytes are the ones invkit recorded writing
     (their SHA-256): the only kind of file invkit removes."""
-    from invkit.checkpoints import file_sha256
+    from invkit.fingerprint import file_sha256
 
     return path.is_file() and not path.is_symlink() and file_sha256(path) == recorded
 

@@ -194,7 +194,7 @@ class PluginHost:
         if self._builtins_loaded:
             return
         self._builtins_loaded = True
-        from invkit import __version__
+        from invkit.version import __version__
 
         for module_name in BUILTIN_PLUGINS:
             self.pm.register(importlib.import_module(module_name), name=module_name)

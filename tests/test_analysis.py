@@ -11,8 +11,8 @@ import pytest
 from scipy import stats as sps
 
 import invkit
-from invkit.results import stats
-from invkit.results.aggregate import summarize
+from invkit.analysis import stats
+from invkit.analysis.aggregate import summarize
 
 
 def population(n_models=12, datasets=("val", "v2", "sketch"), seed=0, noise=0.02):
@@ -288,7 +288,7 @@ def test_vectorized_line_fits_match_scipy_per_row(method):
 def test_point_labels_never_overlap_and_accuracy_stays_in_0_1():
     """Twelve models crowded in one corner: every label drawn keeps clear of the others, and
     a band reaching past 1 is clipped to the axis, which stays inside [0, 1]."""
-    from invkit.results.render import figures
+    from invkit.analysis.render import figures
 
     rng = np.random.default_rng(1)
     invariance = 0.5 + rng.normal(0, 0.01, 12)
@@ -314,7 +314,7 @@ def test_point_labels_never_overlap_and_accuracy_stays_in_0_1():
 
 
 def test_small_values_keep_significant_digits_in_tables():
-    from invkit.results.render import format_value
+    from invkit.analysis.render import format_value
 
     assert format_value(2.345678e-05) == "2.35e-05"  # a JS divergence, not "0.0000"
     assert format_value(0.123456) == "0.1235" and format_value(0.0) == "0.0000"
@@ -322,8 +322,8 @@ def test_small_values_keep_significant_digits_in_tables():
 
 
 def test_fit_lines_stop_at_the_accuracy_axis():
-    from invkit.results.analyses import GroupResult
-    from invkit.results.render import _fit_segment
+    from invkit.analysis.analyses import GroupResult
+    from invkit.analysis.render import _fit_segment
 
     group = GroupResult({"dataset": "d"}, ["a", "b", "c"], [0.2, 0.5, 0.9], [0.6, 0.8, 0.99],
                         fit={"intercept": 0.4, "slope": 0.8})  # fmt: skip

@@ -1,15 +1,42 @@
 """The package's layering holds: no module imports, at run time, a module that imports it back
-(docs/architecture.md), and a plugin's imports of a moved module's old name still work."""
+or one from a layer above its own (docs/architecture.md); every module is in the docs' table
+and every module the table names exists; a plugin's imports of a moved module's old name still
+work."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import invkit
 
 PACKAGE = Path(invkit.__file__).parent
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+# The layers, lowest first: a folder each, but for the modules beside the host. A module may
+# import, at run time, only from its own layer and those below it.
+LAYERS = (
+    "plugin",  # the contract
+    "",  # the host and what every layer shares: invkit/*.py but api.py and cli.py
+    "inputs",
+    "results",
+    "analysis",
+    "report",
+    "run",
+    "api",  # the public face: invkit/api.py
+    "builtins",  # the built-in plugins, which use the public face as a third party does
+    "demo",
+    "cli",  # invkit/cli.py
+)
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")[1:]
+    if len(parts) > 1 or (parts and (PACKAGE / parts[0]).is_dir()):
+        return LAYERS.index(parts[0])
+    return LAYERS.index(parts[0]) if parts and parts[0] in LAYERS else LAYERS.index("")
 
 
 def module_name(path: Path) -> str:
@@ -82,15 +109,43 @@ def test_no_module_imports_one_that_imports_it_back():
         if name != "invkit"
     }
     assert "invkit.lookup" in graph["invkit.run.passes"]  # the graph is read for real
-    assert "invkit.results.render" in graph["invkit.results.analyses"]
+    assert "invkit.analysis.render" in graph["invkit.analysis.analyses"]
     assert cycles(graph) == []
+
+
+def test_no_module_imports_one_from_a_layer_above_it():
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    known = set(paths)
+    upward = [
+        f"{name} ({LAYERS[layer_of(name)] or 'host'}) imports {other} "
+        f"({LAYERS[layer_of(other)] or 'host'})"
+        for name, path in paths.items()
+        if name != "invkit"  # the package's public face imports its parts
+        for other in sorted(runtime_imports(path, known) - {"invkit"})
+        if layer_of(other) > layer_of(name)
+    ]
+    assert layer_of("invkit.inputs.data") < layer_of("invkit.run.passes")  # read for real
+    assert layer_of("invkit.config") == LAYERS.index("") < layer_of("invkit.cli")
+    assert upward == []
+
+
+def test_the_architecture_table_names_every_module_and_only_modules():
+    text = ARCHITECTURE.read_text()
+    table = text[text.index("## Modules") : text.index("## Which file an extension touches")]
+    named = set(re.findall(r"`(invkit/[\w/]+\.py)`", table))
+    modules = {
+        str(path.relative_to(PACKAGE.parent))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py" or len(ast.parse(path.read_text()).body) > 1
+    }  # a folder's __init__.py that holds only its docstring is the folder's description
+    assert sorted(modules - named) == [], "modules docs/architecture.md's table does not name"
+    assert sorted(named - modules) == [], "modules docs/architecture.md's table names, not there"
 
 
 def test_a_moved_module_is_still_imported_by_its_old_name():
     for old, new in invkit.MOVED_MODULES.items():
         assert importlib.import_module(old) is importlib.import_module(new)
     from invkit.analysis import AnalysisResult  # as docs of an older invkit told plugins
-
-    from invkit.results.analyses import AnalysisResult as moved
+    from invkit.analysis.analyses import AnalysisResult as moved
 
     assert AnalysisResult is moved

@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
 import invkit
-from invkit.classes import plan_labels
 from invkit.config import ConfigError, load_config
+from invkit.inputs.classes import plan_labels
 from invkit.run.study import Study
 
 from .conftest import run_cli

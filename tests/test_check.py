@@ -216,7 +216,7 @@ class _Net(torch.nn.Module):
 
 
 def test_num_classes_is_suggested_only_when_the_classifier_alone_differs(tmp_path):
-    from invkit.checkpoints import load_into
+    from invkit.inputs.checkpoints import load_into
 
     save_file(_Net("body", 10).state_dict(), str(tmp_path / "same.safetensors"))
     save_file(_Net("stem", 10).state_dict(), str(tmp_path / "other.safetensors"))

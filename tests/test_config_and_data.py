@@ -11,9 +11,9 @@ import torch
 from timm.data import ImageNetInfo
 
 import invkit
-from invkit.classes import plan_labels, timm_subset_indices
 from invkit.config import ConfigError, load_config, parse_config
-from invkit.data import resize_and_crop, subset_indices, to_tensor
+from invkit.inputs.classes import plan_labels, timm_subset_indices
+from invkit.inputs.data import resize_and_crop, subset_indices, to_tensor
 from invkit.plugin.components import Preprocessing
 
 MINIMAL = {"models": ["timm:resnet18"], "datasets": ["digits"], "transforms": ["rotation"],

@@ -16,9 +16,9 @@ import scipy.special
 from scipy.stats import norm
 
 import invkit
+from invkit.analysis.estimation import StudyData
 from invkit.builtins.estimators import LineFit, aline, atc_threshold, fit_temperature
 from invkit.config import ConfigError, load_config, parse_config
-from invkit.results.estimation import StudyData
 from invkit.results.reading import StudyOutputs
 from invkit.run.study import Study
 
@@ -62,7 +62,7 @@ def finished(tmp_path_factory) -> Path:
 
 
 def study_data(out: Path) -> StudyData:
-    from invkit.results.report import analysis_rows, results_table
+    from invkit.report.report import analysis_rows, results_table
     from invkit.results.store import Store
 
     store = Store(out / "results.sqlite")

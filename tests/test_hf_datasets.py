@@ -68,7 +68,7 @@ def test_a_study_on_a_saved_dataset_matches_classes_by_name(saved, tmp_path):
     assert not outcome.failures
     [row] = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     assert row["matching"] == "by name" and row["images"] == "20"
-    from invkit.classes import plan_labels
+    from invkit.inputs.classes import plan_labels
 
     model = invkit.load_model(f"python:{tmp_path / 'user_models.py'}:named_digits")
     plan = plan_labels(NAMES, model.preprocessing)

@@ -23,9 +23,9 @@ from PIL import Image
 import invkit
 from invkit.config import ConfigError, load_config, parse_config
 from invkit.errors import EXIT_STORAGE, StorageError
-from invkit.results.report import rerender, write_report
+from invkit.inputs.usercode import import_factory, python_spec_fingerprint
+from invkit.report.report import rerender, write_report
 from invkit.run.study import Study
-from invkit.usercode import import_factory, python_spec_fingerprint
 
 from .conftest import run_cli, study_with, wait_for_cells
 
@@ -208,7 +208,7 @@ def test_an_inline_plugin_edited_and_registered_again_recomputes(tmp_path):
 
 
 def test_a_component_typed_into_a_notebook_is_fingerprinted_by_its_live_code():
-    from invkit.codeprint import component_code
+    from invkit.inputs.codeprint import component_code
 
     def make(shift):
         namespace = {"__name__": "__main__"}  # as a notebook cell defines it: no file behind it

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import invkit
-from invkit.results.aggregate import view_average
+from invkit.analysis.aggregate import view_average
 
 SHAPES = [(1, 2), (7, 3), (64, 10), (33, 1000)]
 

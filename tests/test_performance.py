@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as F
 import invkit
 from invkit.builtins.datasets import ImageFolder
 from invkit.config import ConfigError, load_config, parse_config
-from invkit.data import PreparedDataset, as_float, collate
+from invkit.inputs.data import PreparedDataset, as_float, collate
 from invkit.plugin.components import Preprocessing
 from invkit.results.store import Store
 from invkit.run.passes import auto_workers

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 import invkit
-from invkit.checkpoints import load_state_dict, trusted_checkpoints
 from invkit.config import load_config, parse_config
-from invkit.data import PreparedDataset
+from invkit.inputs.checkpoints import load_state_dict, trusted_checkpoints
+from invkit.inputs.data import PreparedDataset
 from invkit.run.study import Study
 
 from .conftest import run_cli, study_with, wait_for_cells

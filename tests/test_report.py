@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from invkit.api import get_analysis
+from invkit.report.report import analysis_rows, results_table
 from invkit.results.reading import StudyOutputs
-from invkit.results.report import analysis_rows, results_table
 from invkit.results.store import Store
 
 from .conftest import run_cli

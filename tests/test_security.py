@@ -29,7 +29,7 @@ from sklearn.datasets import load_digits
 import invkit
 from invkit.config import ConfigError, load_config, parse_config
 from invkit.markup import md, unmarked
-from invkit.results.report import ReportCache, ReportCacheWarning, rerender
+from invkit.report.report import ReportCache, ReportCacheWarning, rerender
 from invkit.results.store import Store
 from invkit.run.check import check_study
 from invkit.run.study import Study
@@ -150,7 +150,7 @@ def test_no_script_of_a_name_runs_when_report_html_is_opened(hostile):
 
 
 def test_a_plugin_analysis_cannot_embed_files_from_outside_the_study(tmp_path):
-    from invkit.results.formats import report_html
+    from invkit.report.formats import report_html
 
     (tmp_path / "plots").mkdir()
     outside = tmp_path / "secret.png"
@@ -415,7 +415,7 @@ def test_the_report_cache_sees_the_component_and_verifies_its_entries(finished, 
     statistics = cache["model_centric"]["content"]["as_json"]["groups"][0]["statistics"]
     statistics["pearson_r"] = 0.999  # a hand-edited value
     cache_path.write_text(json.dumps(cache))
-    with pytest.warns(invkit.results.report.ReportCacheWarning, match="fails its check"):
+    with pytest.warns(invkit.report.report.ReportCacheWarning, match="fails its check"):
         rerender(out)
     assert json.loads((out / "analyses.json").read_text())["model_centric"] == truth
     assert truth["groups"][0]["statistics"]["pearson_r"] != 0.999

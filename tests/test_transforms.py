@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import invkit
-from invkit.results.aggregate import view_average
+from invkit.analysis.aggregate import view_average
 
 
 def images(b=4, c=3, h=16, w=16, seed=0):

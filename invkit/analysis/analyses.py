@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from invkit.analysis import stats
+from invkit.analysis.render import Presented
 from invkit.errors import InvkitError
-from invkit.results import stats
-from invkit.results.render import Presented
 
 ROW_KEYS = ("model", "dataset", "transform", "measure", "invariance", "accuracy")
 # optional: the accuracy of a dataset whose labels were held out of the analyses, shown beside
@@ -62,7 +62,7 @@ class GroupResult:
 @dataclass
 class AnalysisResult(Presented):
     """What an analysis returns: one ``GroupResult`` per group, and the parameters used; it
-    presents itself (Markdown, summary, tables, figures) through ``invkit.results.render``."""
+    presents itself (Markdown, summary, tables, figures) through ``invkit.analysis.render``."""
 
     analysis: str
     params: dict[str, Any]

@@ -265,7 +265,7 @@ class EstimateAccuracy:
     def __call__(
         self, rows: Iterable[Mapping[str, Any]], outputs: Mapping[tuple[str, str], Outputs]
     ) -> EstimationResult:
-        from invkit.builtins.estimators import LineFit
+        from invkit.analysis.linefit import LineFit
 
         rows = list(rows)
         study = StudyData(rows, outputs)

@@ -14,7 +14,7 @@ from invkit.markup import code, md, plain
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from invkit.results.analyses import AnalysisResult, GroupResult
+    from invkit.analysis.analyses import AnalysisResult, GroupResult
 
 CORRELATION_COLUMNS = [
     "analysis",
@@ -423,7 +423,7 @@ def _axis_labels(axes: Any, result: AnalysisResult, transform: str, measure: str
 def _accuracy_limits(groups: list[GroupResult], y_scale: str) -> tuple[float, float]:
     """The accuracy axis: the points with a margin, never past [0, 1] (on the probit or
     logit axis, never past the images of 0.001 and 0.999)."""
-    from invkit.results import stats
+    from invkit.analysis import stats
 
     ys = [y for g in groups for y in g.y]
     low, high = min(ys), max(ys)

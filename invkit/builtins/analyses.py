@@ -3,9 +3,9 @@ label-free accuracy estimation."""
 
 from __future__ import annotations
 
+from invkit.analysis.analyses import DatasetCentric, ModelCentric, PredictAccuracy
+from invkit.analysis.estimation import EstimateAccuracy
 from invkit.plugin.hookspecs import hookimpl
-from invkit.results.analyses import DatasetCentric, ModelCentric, PredictAccuracy
-from invkit.results.estimation import EstimateAccuracy
 
 
 @hookimpl

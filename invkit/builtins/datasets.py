@@ -2,7 +2,7 @@
 
 A dataset yields ``(image, label)``: a PIL image or a float tensor ``(C, H, W)`` in [0, 1], and
 an index into the dataset's ``classes`` (or -1 when unlabeled). Matching those classes to a
-model's classes happens in ``invkit.classes``; resizing in ``invkit.data``.
+model's classes happens in ``invkit.inputs.classes``; resizing in ``invkit.inputs.data``.
 """
 
 from __future__ import annotations

@@ -13,23 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from invkit.analysis.linefit import LineFit, cdf, probit
 from invkit.errors import EstimatorNeeds, InvkitError
 from invkit.plugin.components import Estimator
 from invkit.plugin.hookspecs import hookimpl
-
-PROBIT_CLIP = 1e-6  # accuracies and agreements of exactly 0 or 1 have no probit
-
-
-def _probit(values: Any) -> np.ndarray:
-    from scipy.stats import norm
-
-    return norm.ppf(np.clip(np.asarray(values, dtype=np.float64), PROBIT_CLIP, 1 - PROBIT_CLIP))
-
-
-def _cdf(values: Any) -> Any:
-    from scipy.stats import norm
-
-    return norm.cdf(values)
 
 
 def _confidence(outputs: Any) -> np.ndarray:
@@ -279,9 +266,9 @@ def aline(
     solves, in least squares, ½(xᵢ + xⱼ) = Φ⁻¹(target agreementᵢⱼ) + a (½(Φ⁻¹(accᵢ) +
     Φ⁻¹(accⱼ)) − Φ⁻¹(source agreementᵢⱼ)) for every model's probit target accuracy x (only
     when the pairs determine every x)."""
-    x, y = _probit(source_agreement), _probit(target_agreement)
+    x, y = probit(source_agreement), probit(target_agreement)
     slope, bias = np.polyfit(x, y, 1)
-    accuracy = _probit(source_accuracy)
+    accuracy = probit(source_accuracy)
     design = np.zeros((len(pairs), len(accuracy)))
     for row, (i, j) in enumerate(pairs):
         design[row, i] += 0.5
@@ -291,8 +278,8 @@ def aline(
     return {
         "slope": float(slope),
         "bias": float(bias),
-        "aline_s": _cdf(slope * accuracy + bias),
-        "aline_d": _cdf(solved) if rank == len(accuracy) else None,
+        "aline_s": cdf(slope * accuracy + bias),
+        "aline_d": cdf(solved) if rank == len(accuracy) else None,
     }
 
 
@@ -307,54 +294,6 @@ def energy_score(outputs: Any) -> float:
     return float(np.mean(np.asarray(outputs.logsumexp["original"], dtype=np.float64)))
 
 
-class LineFit(Estimator):
-    """Accuracy fitted on the probit scale against a dataset score across the model's labeled
-    test sets (source included, target left out), read off at the target's score."""
-
-    reads = "the model's accuracies and scores on the labeled test sets, the target's score"
-
-    def __init__(self, score: Any = "nuclear_norm"):
-        self.score = score
-
-    @property
-    def label(self) -> str:
-        return self.score if isinstance(self.score, str) else "·".join(self.score)
-
-    def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
-        if self.score == "nuclear_norm":
-            try:
-                return nuclear_norm_score(study.outputs(model, dataset, self.label))
-            except EstimatorNeeds:
-                raise
-            except InvkitError as error:
-                raise EstimatorNeeds(f"nuclear_norm: {error}") from None
-        if self.score == "energy":
-            return energy_score(study.outputs(model, dataset, self.label))
-        return study.scores.get(tuple(self.score), {}).get((model, dataset))
-
-    def __call__(self, model, target, study):
-        labeled = study.labeled_sets(model, leave_out=target)
-        points = [(self.dataset_score(model, d, study), study.accuracy(model, d)) for d in labeled]
-        points = [(x, y) for x, y in points if x is not None]
-        if len(points) < 2:
-            raise EstimatorNeeds(
-                f"the {self.label} line fit needs {model!r}'s score on at least 2 labeled test "
-                f"sets besides {target!r}; it has {len(points)}"
-            )
-        if len({x for x, _ in points}) < 2:
-            raise EstimatorNeeds(
-                f"the {self.label} line fit of {model!r} has no slope: its score is "
-                f"{points[0][0]:.6g} on each of the {len(points)} labeled test sets besides "
-                f"{target!r}, so it cannot tell their accuracies apart"
-            )
-        at = self.dataset_score(model, target, study)
-        if at is None:
-            raise InvkitError(f"no {self.label} score of {model!r} on {target!r}")
-        xs, ys = zip(*points, strict=True)
-        slope, intercept = np.polyfit(xs, _probit(ys), 1)
-        return float(_cdf(intercept + slope * at))
-
-
 class NuclearNorm(LineFit):
     """Line fit of accuracy on the softmax matrix's nuclear norm (Deng et al. 2023)."""
 
@@ -362,6 +301,14 @@ class NuclearNorm(LineFit):
 
     def __init__(self):
         super().__init__("nuclear_norm")
+
+    def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
+        try:
+            return nuclear_norm_score(study.outputs(model, dataset, self.label))
+        except EstimatorNeeds:
+            raise
+        except InvkitError as error:
+            raise EstimatorNeeds(f"nuclear_norm: {error}") from None
 
 
 class Energy(LineFit):
@@ -371,6 +318,9 @@ class Energy(LineFit):
 
     def __init__(self):
         super().__init__("energy")
+
+    def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
+        return energy_score(study.outputs(model, dataset, self.label))
 
 
 @hookimpl

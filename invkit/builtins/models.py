@@ -10,17 +10,17 @@ import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invkit.checkpoints import (
+from invkit.errors import InvkitError
+from invkit.inputs.checkpoints import (
     existing_file,
     load_into,
     readable_safetensors,
     shape_mismatch_error,
 )
-from invkit.errors import InvkitError
+from invkit.inputs.usercode import import_factory, python_spec_fingerprint, split_python_spec
 from invkit.paths import resolve_path
 from invkit.plugin.components import LoadedModel, Preprocessing
 from invkit.plugin.hookspecs import hookimpl
-from invkit.usercode import import_factory, python_spec_fingerprint, split_python_spec
 
 if TYPE_CHECKING:  # torch loads when a component first runs, not when it is listed
     pass
@@ -41,7 +41,7 @@ def _check_hub_weights(rest: str) -> None:
     import warnings
 
     from invkit.errors import InvkitWarning
-    from invkit.hub import check_downloadable, timm_weights_source
+    from invkit.inputs.hub import check_downloadable, timm_weights_source
 
     source, host, cached = timm_weights_source(rest)
     if not cached:
@@ -227,7 +227,7 @@ def python_model(
     ``FACTORY(**kwargs)`` returns a ``torch.nn.Module`` (or an ``invkit.LoadedModel`` to set its
     own preprocessing); ``checkpoint`` (safetensors, or tensors saved with ``torch.save``) is
     loaded into it. Only the named module is imported, and only a model's code is accepted:
-    see ``invkit.usercode``.
+    see ``invkit.inputs.usercode``.
     """
     import torch
 

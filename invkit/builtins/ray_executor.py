@@ -18,7 +18,7 @@ from typing import Any
 
 from invkit.errors import Interrupted, InvkitError, described
 from invkit.plugin.passes import JobOutcome, PassSpec
-from invkit.reaper import reap_when_gone
+from invkit.run.reaper import reap_when_gone
 
 MISSING = 'the ray executor needs Ray: pip install "invkit[ray]"'
 

@@ -6,7 +6,6 @@ to run code to load is refused, never executed.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from invkit.errors import InvkitError
 if TYPE_CHECKING:  # torch loads when a component first runs, not when it is listed
     import torch
 
-_HASHES: dict[tuple[str, int, int, int, int], str] = {}
 _TRUSTED: ContextVar[bool] = ContextVar("invkit_trusted_checkpoints", default=False)
 
 
@@ -39,21 +37,6 @@ def trusted_checkpoints(enabled: bool = True) -> Iterator[None]:
 
 
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "module")
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, cached for this process per path, inode, size, modification
-    and status-change time (a write changes the last, which no ``touch`` can restore)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def existing_file(path: str | Path, what: str) -> Path:

@@ -24,8 +24,20 @@ import types
 from pathlib import Path
 from typing import Any
 
-from invkit.checkpoints import file_sha256
-from invkit.fingerprint import digest
+from invkit.fingerprint import digest, file_sha256
+
+
+def component_version(kind: str, name: str) -> str:
+    """``plugin==version code=DIGEST``: the plugin providing a component and the digest of the
+    code it runs, the part of fingerprints that sees an edited plugin."""
+    from invkit.lookup import get_component
+    from invkit.plugins import get_host
+
+    component = get_component(kind, name)
+    host = get_host()
+    versions = {p.name: p.version for p in host.plugins(include_builtins=True)}
+    code = component_code(component.factory, host.pm.get_plugin(component.plugin))
+    return f"{component.plugin}=={versions.get(component.plugin, '?')} code={code[:16]}"
 
 
 def component_code(factory: Any, plugin: Any) -> str:
@@ -46,8 +58,8 @@ def _module_of(obj: Any) -> types.ModuleType | None:
 
 def module_code(module: types.ModuleType, factory: Any) -> list[Any]:
     """One module's part of a component's code digest (the rule in this module's docstring)."""
-    from invkit import __version__
-    from invkit.usercode import dependency_modules, module_owners
+    from invkit.inputs.usercode import dependency_modules, module_owners
+    from invkit.version import __version__
 
     top = module.__name__.split(".")[0]
     file = getattr(module, "__file__", None)

@@ -10,85 +10,12 @@ then tells the model's number of outputs, so class matching never has to guess i
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
+from invkit.config import check_preprocessing
 from invkit.errors import InvkitError
 from invkit.plugin.components import LoadedModel
-
-INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
-CHANNELS = (1, 3)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _numbers(where: str, key: str, value: Any, positive: bool) -> list[float]:
-    what = "positive numbers" if positive else "numbers"
-    if not isinstance(value, list | tuple) or not value or not all(map(_is_number, value)):
-        raise InvkitError(f"{where}: preprocessing.{key} must be a list of {what}; got {value!r}")
-    if positive and any(v <= 0 for v in value):
-        raise InvkitError(
-            f"{where}: preprocessing.{key} must be positive (it divides the pixels); got {value!r}"
-        )
-    return list(value)
-
-
-def check_preprocessing(values: Mapping[str, Any], where: str) -> None:
-    """Refuse bad preprocessing values, naming ``where`` and the key; ``values`` may be partial
-    (a config's overrides) or whole (a loaded model's)."""
-    channels = None
-    if values.get("input_size") is not None:
-        size = values["input_size"]
-        if (
-            not isinstance(size, list | tuple)
-            or len(size) != 3
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-        ):
-            raise InvkitError(
-                f"{where}: preprocessing.input_size must be [channels, height, width], three "
-                f"positive integers such as [3, 224, 224]; got {size!r}"
-            )
-        channels = size[0]
-        if channels not in CHANNELS:
-            raise InvkitError(
-                f"{where}: preprocessing.input_size has {channels} channels; invkit feeds models "
-                "1 (grayscale) or 3 (RGB) channels"
-            )
-    if values.get("interpolation") is not None and values["interpolation"] not in INTERPOLATIONS:
-        raise InvkitError(
-            f"{where}: preprocessing.interpolation {values['interpolation']!r} is not one of "
-            f"{', '.join(INTERPOLATIONS)}"
-        )
-    crop = values.get("crop_pct")
-    if crop is not None and not (_is_number(crop) and 0 < crop <= 1):
-        raise InvkitError(
-            f"{where}: preprocessing.crop_pct must be a number in (0, 1] (the fraction of the "
-            f"resized image kept by the centre crop; 1.0 keeps it all); got {crop!r}"
-        )
-    lengths = {}
-    for key, positive in (("mean", False), ("std", True)):
-        if values.get(key) is not None:
-            lengths[key] = len(_numbers(where, key, values[key], positive))
-    for key, length in lengths.items():
-        if length not in CHANNELS:
-            raise InvkitError(
-                f"{where}: preprocessing.{key} has {length} values; give one per channel: 3 for "
-                "an RGB model, 1 for a grayscale one"
-            )
-        if channels is not None and length != channels:
-            raise InvkitError(
-                f"{where}: preprocessing.{key} has {length} value(s) but the model takes "
-                f"{channels} channel(s) (input_size {list(values['input_size'])}); give "
-                f"{key} {channels} value(s)"
-            )
-    if len(set(lengths.values())) > 1:
-        raise InvkitError(
-            f"{where}: preprocessing.mean and std differ in length ({lengths['mean']} and "
-            f"{lengths['std']}); give one value per channel in each"
-        )
 
 
 def channels_needed(transform: Any) -> tuple[int, ...] | None:

@@ -21,8 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from invkit.checkpoints import existing_file, file_sha256
 from invkit.errors import InvkitError
+from invkit.fingerprint import file_sha256
+from invkit.inputs.checkpoints import existing_file
 
 USAGE = "python:path/to/models.py:FACTORY or python:package.module:FACTORY"
 FILE_MODULE_PREFIX = "invkit_user_model_"

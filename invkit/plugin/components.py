@@ -73,7 +73,7 @@ class Measure:
 class Estimator:
     """A label-free accuracy estimate: ``estimator(model, target, study) -> float`` in [0, 1].
 
-    ``study`` is an ``invkit.results.estimation.StudyData``; raise ``invkit.errors.EstimatorNeeds``
+    ``study`` is an ``invkit.analysis.estimation.StudyData``; raise ``invkit.errors.EstimatorNeeds``
     when it lacks what the estimate needs (a source set, full logits, other models).
     ``reads`` says what it reads, for the docs and ``invkit list``.
     """

@@ -119,7 +119,7 @@ def register_estimators(register: Register) -> None:
 
     The estimator object is called as ``estimator(model, target, study)`` and returns the
     estimated accuracy (a float in [0, 1]) of ``model`` on the test set ``target``, whose labels
-    it is not given. ``study`` (``invkit.results.estimation.StudyData``) holds what it may read:
+    it is not given. ``study`` (``invkit.analysis.estimation.StudyData``) holds what it may read:
     the kept outputs of every model on every dataset, the source set and its accuracies, the
     labeled test sets' accuracies and invariance scores. An estimator whose needs the study
     does not meet raises ``invkit.errors.EstimatorNeeds`` with a message naming what is

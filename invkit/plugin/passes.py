@@ -37,7 +37,7 @@ class Cell:
     higher_is_invariant: bool | None
     per_sample: bool
     seconds: float
-    matching: str = ""  # how dataset classes were matched to model outputs (invkit.classes)
+    matching: str = ""  # how dataset classes were matched to model outputs (invkit.inputs.classes)
     finished: str = ""
 
     @property

@@ -22,14 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from invkit import __version__ as VERSION
+from invkit.analysis.render import format_value, markdown_table
 from invkit.errors import InvkitError, InvkitWarning, unwritable_output
 from invkit.markup import code, csv_cell, fenced, md, terminal
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, is_own, refuse_links, replacing
-from invkit.results.formats import report_html, summary_latex
+from invkit.report.formats import report_html, summary_latex
 from invkit.results.reading import StudyOutputs
-from invkit.results.render import format_value, markdown_table
 from invkit.results.store import STORE_NAME, Store, store_files
+from invkit.version import __version__ as VERSION
 
 RESULT_COLUMNS = [
     "model",
@@ -291,7 +291,7 @@ def render_analyses(
     from tqdm.auto import tqdm
 
     from invkit.fingerprint import digest
-    from invkit.lookup import component_version
+    from invkit.inputs.codeprint import component_version
 
     cache = ReportCache(out_dir)
     sections, tables, as_json = [], {}, {}
@@ -553,7 +553,7 @@ def _record_plots(store: Store, plots_dir: Path, linked: set[str], written: set[
     reused from an earlier report with the hash recorded when invkit wrote them (a plot the
     user edited since is not taken for invkit's). A linked plot never recorded (a folder from
     before invkit kept this record) is not recorded now either."""
-    from invkit.checkpoints import file_sha256
+    from invkit.fingerprint import file_sha256
 
     recorded = _recorded_plots(store)
     hashes = {

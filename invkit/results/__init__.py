@@ -1,2 +1,2 @@
-"""The results layer: what a study keeps (its store and its models' outputs) and what is made
-from it (analyses, statistics, the report)."""
+"""What a study keeps: its store (``store``), its models' kept outputs (``outputs``), and
+reading them back (``reading``)."""

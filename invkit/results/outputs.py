@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from invkit.checkpoints import file_sha256
 from invkit.errors import InvkitError, unwritable_file
+from invkit.fingerprint import file_sha256
 from invkit.paths import TEMPORARY_SUFFIX, create_own, is_own, refuse_links, replacing
 from invkit.plugin.passes import KeptOutputs
 

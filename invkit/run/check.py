@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from invkit.classes import plan_labels
 from invkit.config import StudyConfig
-from invkit.data import read_pixels
 from invkit.errors import described, listing
+from invkit.inputs.classes import plan_labels
+from invkit.inputs.data import read_pixels
 from invkit.plugin.passes import Resolved
 from invkit.run.passes import input_key, load_dataset_for, load_model_for, module_bytes
 from invkit.run.plan import Problems, StudyPlan

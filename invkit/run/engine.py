@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from invkit.data import as_float
+from invkit.analysis.aggregate import view_average
 from invkit.errors import InvkitError
+from invkit.inputs.data import as_float
 from invkit.plugin.components import LoadedModel
-from invkit.results.aggregate import view_average
 from invkit.results.outputs import reads_top
 from invkit.run.kept import Recorder, dense_top
 

@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from invkit.checkpoints import trusted_checkpoints
-from invkit.classes import plan_labels
-from invkit.data import PreparedDataset, make_loader, subset_indices
+from invkit.analysis.aggregate import summarize
 from invkit.errors import InvkitError, described, listing
+from invkit.inputs.checkpoints import trusted_checkpoints
+from invkit.inputs.classes import plan_labels
+from invkit.inputs.data import PreparedDataset, make_loader, subset_indices
+from invkit.inputs.preprocessing import checked_model
 from invkit.lookup import get_component, get_measure, get_shift, get_transform
 from invkit.plugin.components import LoadedModel, Preprocessing
 from invkit.plugin.passes import Cell, PassResult, PassSpec, Resolved
-from invkit.preprocessing import checked_model
-from invkit.results.aggregate import summarize
 from invkit.run.engine import Evaluation, Keep, ModelRun, evaluate, resolve_device
 from invkit.run.kept import kept_outputs, spill_folder
 

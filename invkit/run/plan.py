@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from invkit import __version__
-from invkit.classes import SUBSET_KEYWORDS, check_class_map, subset_lines
 from invkit.config import (
     ComponentEntry,
     ConfigError,
@@ -25,11 +23,13 @@ from invkit.config import (
     problems_error,
     run_problems,
 )
-from invkit.data import PIPELINE_VERSION
 from invkit.errors import InvkitError, described
 from invkit.fingerprint import digest, path_digest
+from invkit.inputs.classes import SUBSET_KEYWORDS, check_class_map, subset_lines
+from invkit.inputs.codeprint import component_version
+from invkit.inputs.data import PIPELINE_VERSION
+from invkit.inputs.preprocessing import check_channels
 from invkit.lookup import (
-    component_version,
     get_analysis,
     get_component,
     get_executor,
@@ -40,10 +40,10 @@ from invkit.lookup import (
 )
 from invkit.paths import resolve_path
 from invkit.plugin.passes import Cell, PassSpec, Resolved
-from invkit.preprocessing import check_channels
 from invkit.results.outputs import OutputRecord, reads_top
 from invkit.run.engine import autocast_enabled, resolve_device
 from invkit.run.recompute import KeptJob
+from invkit.version import __version__
 
 RELATIVE = " (relative paths in a config are taken from the config file's folder)"
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from invkit.analysis.aggregate import view_average
 from invkit.plugin.passes import PassSpec
-from invkit.results.aggregate import view_average
 from invkit.results.outputs import OutputRecord, Outputs, folder, read_file, reads_top
 from invkit.run.engine import Evaluation
 from invkit.run.kept import dense_top

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from invkit import __version__
 from invkit.config import StudyConfig
 from invkit.errors import InvkitError, StorageError, listing, unwritable_output
 from invkit.lock import exclusive
@@ -28,6 +27,7 @@ from invkit.results.store import STORE_NAME, Store, store_files
 from invkit.run.plan import Problems, StudyPlan
 from invkit.run.recompute import KeptJob, evaluation_from_outputs
 from invkit.run.sharing import ModelInput, share_decoding
+from invkit.version import __version__
 
 OUTPUT_FILES = (
     "results.csv",
@@ -218,7 +218,7 @@ class Study:
         """Fail now, not after hours of work, if results could not be written (run under the
         directory's lock, so that simultaneous starts see "another study", not each other's
         probe files)."""
-        from invkit.results.report import output_names
+        from invkit.report.report import output_names
 
         refuse_links(self.out_dir, output_names())
         check_writable(self.out_dir)
@@ -233,7 +233,7 @@ class Study:
     def _clear_outputs(self) -> None:
         """``--fresh``: the store, the report's files, and the plots the store records that
         invkit wrote (a damaged store records none: its plots are left, and overwritten)."""
-        from invkit.results.report import remove_report_plots
+        from invkit.report.report import remove_report_plots
 
         path = self.out_dir / STORE_NAME
         if path.is_file():
@@ -445,7 +445,7 @@ class Study:
         damaged: set[tuple[str, ...]],
         jobs: Sequence[KeptJob] = (),
     ) -> StudyOutcome:
-        from invkit.results.report import write_report
+        from invkit.report.report import write_report
 
         outcome = StudyOutcome(self.out_dir, reused=reused)
         config = self.config.to_dict()
@@ -521,7 +521,7 @@ class Study:
     def _warn_caveats(self, store: Store, config: dict[str, Any]) -> None:
         """Random weights, or one accuracy for every model on a test set: said on the console
         as in the report's Summary, since every number after it depends on it."""
-        from invkit.results.report import caveats, model_rows, results_table
+        from invkit.report.report import caveats, model_rows, results_table
 
         models = model_rows(config, store.model_inputs())
         for line in caveats(results_table(store, config), models):

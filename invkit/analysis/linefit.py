@@ -1,0 +1,69 @@
+"""A line fit of accuracy against a dataset score, on the probit scale: the estimator that
+invariance's own estimates use (``estimate_accuracy``) and that the built-in score estimators
+(nuclear norm, energy) specialise (docs/estimators.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from invkit.errors import EstimatorNeeds, InvkitError
+from invkit.plugin.components import Estimator
+
+PROBIT_CLIP = 1e-6  # accuracies and agreements of exactly 0 or 1 have no probit
+
+
+def probit(values: Any) -> np.ndarray:
+    """Φ⁻¹ of values clipped to [1e-6, 1 − 1e-6]."""
+    from scipy.stats import norm
+
+    return norm.ppf(np.clip(np.asarray(values, dtype=np.float64), PROBIT_CLIP, 1 - PROBIT_CLIP))
+
+
+def cdf(values: Any) -> Any:
+    """Φ, the standard normal's distribution function."""
+    from scipy.stats import norm
+
+    return norm.cdf(values)
+
+
+class LineFit(Estimator):
+    """Accuracy fitted on the probit scale against a dataset score across the model's labeled
+    test sets (source included, target left out), read off at the target's score."""
+
+    reads = "the model's accuracies and scores on the labeled test sets, the target's score"
+
+    def __init__(self, score: Any):
+        self.score = score
+
+    @property
+    def label(self) -> str:
+        return self.score if isinstance(self.score, str) else "·".join(self.score)
+
+    def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
+        """The model's score on a dataset: here an invariance cell's value (``score`` is a
+        (transform, measure) pair); a subclass reads its own score from the kept outputs."""
+        return study.scores.get(tuple(self.score), {}).get((model, dataset))
+
+    def __call__(self, model, target, study):
+        labeled = study.labeled_sets(model, leave_out=target)
+        points = [(self.dataset_score(model, d, study), study.accuracy(model, d)) for d in labeled]
+        points = [(x, y) for x, y in points if x is not None]
+        if len(points) < 2:
+            raise EstimatorNeeds(
+                f"the {self.label} line fit needs {model!r}'s score on at least 2 labeled test "
+                f"sets besides {target!r}; it has {len(points)}"
+            )
+        if len({x for x, _ in points}) < 2:
+            raise EstimatorNeeds(
+                f"the {self.label} line fit of {model!r} has no slope: its score is "
+                f"{points[0][0]:.6g} on each of the {len(points)} labeled test sets besides "
+                f"{target!r}, so it cannot tell their accuracies apart"
+            )
+        at = self.dataset_score(model, target, study)
+        if at is None:
+            raise InvkitError(f"no {self.label} score of {model!r} on {target!r}")
+        xs, ys = zip(*points, strict=True)
+        slope, intercept = np.polyfit(xs, probit(ys), 1)
+        return float(cdf(intercept + slope * at))
