@@ -30,7 +30,14 @@ import numpy as np
 
 from invkit.errors import InvkitError, unwritable_file
 from invkit.fingerprint import file_sha256
-from invkit.paths import TEMPORARY_SUFFIX, create_own, is_own, refuse_links, replacing
+from invkit.paths import (
+    TEMPORARY_SUFFIX,
+    create_own,
+    is_own,
+    link_error,
+    refuse_links,
+    replacing,
+)
 from invkit.plugin.passes import KeptOutputs
 
 FORMAT = "invkit-outputs/1"
@@ -183,9 +190,12 @@ def regular_file(path: Path) -> os.stat_result:
         info = path.lstat()
     except FileNotFoundError:
         raise InvkitError(f"kept outputs {path} are missing") from None
+    if stat_module.S_ISLNK(info.st_mode):
+        raise link_error([path])
     if not stat_module.S_ISREG(info.st_mode):
-        kind = "a link" if stat_module.S_ISLNK(info.st_mode) else "not a regular file"
-        raise InvkitError(f"kept outputs {path} are {kind}; invkit reads only its own files")
+        raise InvkitError(
+            f"kept outputs {path} are not a regular file; invkit reads only its own files"
+        )
     return info
 
 
