@@ -71,7 +71,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     result = run_cli("study", str(bad), "--out", str(tmp_path / "out"), check=False)
     assert result.returncode == 1
     assert (
-        "transforms['rotaton']: unknown transform 'rotaton': did you mean 'rotation'?"
+        "transforms['rotaton']: unknown transform 'rotaton': did you mean 'rotation'"
         in result.stderr
     )
 

@@ -52,7 +52,7 @@ def test_unknown_names_suggest_close_ones():
         invkit.get_transform("rotaton")
     message = str(error.value)
     assert "unknown transform 'rotaton'" in message
-    assert "did you mean 'rotation'?" in message
+    assert "did you mean 'rotation'" in message  # first: the closest
     assert "invkit list transforms" in message
     with pytest.raises(UnknownComponentError, match="known: .*agreement.*cosine.*ei"):
         invkit.get_measure("zzzzzz")

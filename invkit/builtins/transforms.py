@@ -1,4 +1,5 @@
-"""Built-in transforms: exact and interpolated rotation, grayscale, and composition.
+"""Built-in transforms: exact and interpolated rotation, grayscale, composition, and the
+families of ``invkit.builtins.families`` (translation, scale, flip, colour, blur, noise, JPEG).
 
 All act on float pixels in [0, 1] before the model's normalization, batched, on the batch's
 device. ``docs/transforms.md`` describes each one.
@@ -6,9 +7,19 @@ device. ``docs/transforms.md`` describes each one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from invkit.builtins.families import (
+    FAMILIES,
+    INTERPOLATIONS,
+    PADDINGS,
+    Family,
+    check_batch,
+    choice,
+    magnitudes,
+)
 from invkit.errors import InvkitError
 from invkit.plugin.components import Transform
 from invkit.plugin.hookspecs import hookimpl
@@ -16,24 +27,8 @@ from invkit.plugin.hookspecs import hookimpl
 if TYPE_CHECKING:  # torch loads when a component first runs, not when it is listed
     import torch
 
-INTERPOLATIONS = ("bilinear", "nearest")
-PADDINGS = ("zeros", "border", "reflection")
 
-
-def _check_batch(name: str, images: torch.Tensor) -> None:
-    if images.ndim != 4:
-        raise InvkitError(
-            f"transform {name!r} takes a batch (B, C, H, W); got a tensor of shape "
-            f"{tuple(images.shape)} (add a batch dimension with images.unsqueeze(0))"
-        )
-    if not images.is_floating_point():
-        raise InvkitError(
-            f"transform {name!r} takes float pixels in [0, 1]; got dtype {images.dtype} "
-            "(convert with images.float() / 255)"
-        )
-
-
-class Rotation(Transform):
+class Rotation(Family):
     """Rotate counter-clockwise by each angle (degrees); multiples of 90° are exact.
 
     A multiple of 90° moves pixels with ``torch.rot90`` (no interpolation, bit-exact); any other
@@ -49,34 +44,12 @@ class Rotation(Transform):
         interpolation: str = "bilinear",
         padding: str = "zeros",
     ):
-        if isinstance(angles, int | float):
-            angles = (angles,)
-        if not angles:
-            raise InvkitError("rotation needs at least one angle, e.g. angles=[90, 180, 270]")
-        if interpolation not in INTERPOLATIONS:
-            raise InvkitError(
-                f"rotation interpolation {interpolation!r} is not one of "
-                + ", ".join(INTERPOLATIONS)
-            )
-        if padding not in PADDINGS:
-            raise InvkitError(f"rotation padding {padding!r} is not one of {', '.join(PADDINGS)}")
-        self.angles = tuple(float(a) for a in angles)
-        self.interpolation = interpolation
-        self.padding = padding
+        self.angles = magnitudes(self.name, "angles", angles, math.isfinite, "finite degrees")
+        self.values = self.angles
+        self.interpolation = choice(self.name, "interpolation", interpolation, INTERPOLATIONS)
+        self.padding = choice(self.name, "padding", padding, PADDINGS)
 
-    @property
-    def num_views(self) -> int:
-        return len(self.angles)
-
-    @property
-    def view_names(self) -> list[str]:
-        return [f"{angle:g}" for angle in self.angles]
-
-    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
-        _check_batch(self.name, images)
-        return [self._rotate(images, angle) for angle in self.angles]
-
-    def _rotate(self, images: torch.Tensor, angle: float) -> torch.Tensor:
+    def apply(self, images: torch.Tensor, angle: float) -> torch.Tensor:
         import kornia
         import torch
 
@@ -113,7 +86,7 @@ class Grayscale(Transform):
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         import kornia
 
-        _check_batch(self.name, images)
+        check_batch(self.name, images)
         if images.shape[1] != 3:
             raise InvkitError(
                 f"grayscale needs RGB images (3 channels); got {images.shape[1]} channel(s). "
@@ -182,3 +155,5 @@ def register_transforms(register):
     register(Rotation)
     register(Grayscale)
     register(Compose)
+    for family in FAMILIES:
+        register(family)

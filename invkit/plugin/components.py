@@ -37,6 +37,12 @@ class Transform:
         optional: the views' positions (``0``, ``1``, ...) by default."""
         return [str(i) for i in range(self.num_views)]
 
+    @property
+    def magnitudes(self) -> list[float] | None:
+        """The magnitude of each view (rotation's angles, a blur's sigmas), when the views are
+        magnitudes of one family; optional: ``None`` by default (flips, grayscale)."""
+        return None
+
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
