@@ -380,3 +380,48 @@ def test_malformed_outputs_files_are_named_and_the_listing_goes_on(tmp_path):
     victim.unlink()
     listed = run_cli("outputs", str(out), check=False)
     assert f"kept outputs {victim} are missing" in listed.stderr and listed.returncode == 1
+
+
+def per_view_rows(out: Path) -> dict[tuple[str, ...], tuple[str, str]]:
+    import csv
+
+    with (out / "per_view.csv").open() as handle:
+        return {
+            (r["model"], r["dataset"], r["transform"], r["measure"], r["view"]): (
+                r["magnitude"], r["value"],
+            )
+            for r in csv.DictReader(handle)
+        }  # fmt: skip
+
+
+def test_every_cell_keeps_its_value_on_each_view_from_a_pass_or_from_kept_outputs(tmp_path):
+    fresh, added = tmp_path / "fresh", tmp_path / "added"
+    run_study(write_config(tmp_path, ["ei", "agreement"]), fresh)
+    run_study(write_config(tmp_path, ["ei"]), added)
+    outcome, _ = run_study(write_config(tmp_path, ["ei", "agreement"]), added)
+    assert outcome.from_outputs == 8 and outcome.forward_images == 0
+    rows = per_view_rows(fresh)
+    assert per_view_rows(added) == rows  # from kept outputs: the same, bit for bit
+    assert len(rows) == 2 * 2 * 2 * (3 + 1)  # models × datasets × measures × views
+    assert rows["linear", "d0", "rotation", "ei", "90"][0] == "90.0"
+    assert rows["linear", "d0", "grayscale", "ei", "0"][0] == ""  # not a magnitude
+    cells = {k[:4]: v for k, v in cells_by_key(fresh).items()}
+    for model in ("linear", "other_linear"):
+        outputs = invkit.load_outputs(fresh, model, "d1")
+        original = outputs.top_indices["original"][:, 0]
+        views = []
+        for angle in ("90", "180", "270"):
+            expected = np.mean(original == outputs.top_indices[f"rotation/{angle}"][:, 0])
+            value = float(rows[model, "d1", "rotation", "agreement", angle][1])
+            assert value == pytest.approx(expected, abs=1e-15)
+            views.append(value)
+        assert np.mean(views) == pytest.approx(
+            cells[model, "d1", "rotation", "agreement"], abs=1e-12
+        )
+
+
+def cells_by_key(out: Path) -> dict[tuple[str, ...], float]:
+    rows = sqlite3.connect(out / "results.sqlite").execute(
+        "SELECT model, dataset, transform, measure, value FROM cells"
+    )
+    return {tuple(row[:4]): row[4] for row in rows}

@@ -14,6 +14,20 @@ from invkit.errors import InvkitError
 BOOTSTRAP_ELEMENTS_PER_CHUNK = 4_000_000  # bounds memory of the resampling index arrays
 
 
+def view_values(
+    measure: Any,
+    original: torch.Tensor,
+    views: Sequence[torch.Tensor],
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A measure's values on each of a transform's views, ``(V, B)``: one row per view."""
+    if not views:
+        raise InvkitError("a transform produced no views; there is nothing to measure")
+    if getattr(measure, "needs_labels", False) and labels is None:
+        raise InvkitError(f"measure {measure!r} needs labels, and this dataset has none")
+    return torch.stack([measure(original, view, labels) for view in views])
+
+
 def view_average(
     measure: Any,
     original: torch.Tensor,
@@ -21,12 +35,30 @@ def view_average(
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A measure's ``(B,)`` values averaged over a transform's views (rotation EI: 3 views)."""
-    if not views:
-        raise InvkitError("a transform produced no views; there is nothing to measure")
-    if getattr(measure, "needs_labels", False) and labels is None:
-        raise InvkitError(f"measure {measure!r} needs labels, and this dataset has none")
-    values = [measure(original, view, labels) for view in views]
-    return torch.stack(values).mean(dim=0)
+    return view_values(measure, original, views, labels).mean(dim=0)
+
+
+def view_labels(transform: Any) -> list[str]:
+    """A transform's view names (``view_names``), or their positions when it gives none or
+    gives the same name twice."""
+    names = [str(name) for name in getattr(transform, "view_names", [])]
+    count = getattr(transform, "num_views", 1)
+    return names if len(set(names)) == len(names) == count else [str(i) for i in range(count)]
+
+
+def views_of(transform: Any) -> list[tuple[str, float | None]]:
+    """Each view of a transform: its name (``view_labels``) and magnitude (``magnitudes``,
+    when the transform declares them)."""
+    names = view_labels(transform)
+    magnitudes = getattr(transform, "magnitudes", None)
+    if magnitudes is not None and len(magnitudes) != len(names):
+        raise InvkitError(
+            f"transform {transform!r} declares {len(magnitudes)} magnitudes for "
+            f"{len(names)} views; give one magnitude per view, or none"
+        )
+    return [
+        (name, None if magnitudes is None else float(magnitudes[i])) for i, name in enumerate(names)
+    ]
 
 
 @dataclass(frozen=True)

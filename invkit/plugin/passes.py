@@ -115,8 +115,9 @@ class KeptOutputs:
 
 @dataclass
 class PassResult:
-    """What one pass produced: its cells, per-sample values (with ``per_sample``), its kept
-    outputs, the images it could not read, and figures for its log line."""
+    """What one pass produced: its cells, each cell's value on each view, per-sample values
+    (with ``per_sample``), its kept outputs, the images it could not read, and figures for its
+    log line."""
 
     model: str
     dataset: str
@@ -136,6 +137,10 @@ class PassResult:
     decoded: int = 0  # images the pass read and decoded (once for all its models)
     preprocessing: dict[str, Any] = field(default_factory=dict)  # what the model actually used
     kept: KeptOutputs | None = None
+    # each cell's value on each view: (view name, magnitude or None, mean over the images)
+    views: dict[tuple[str, str, str, str], list[tuple[str, float | None, float]]] = field(
+        default_factory=dict
+    )
 
     @property
     def members(self) -> list[PassResult]:

@@ -48,13 +48,18 @@ RESULT_COLUMNS = [
 ]
 
 
+PER_VIEW_COLUMNS = ["model", "dataset", "transform", "measure", "view", "magnitude", "value"]
+
+
 def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per cell of the configured models × datasets × transforms × measures."""
+    """One row per cell of the configured models × datasets × transforms × measures; ``views``
+    holds the cell's value on each view (view, magnitude, value), in the transform's order."""
     names = {
         section: [e["name"] for e in config[section]]
         for section in ("models", "datasets", "transforms", "measures")
     }
     cells = store.cells()
+    views = store.view_values()
     rows = []
     for model in names["models"]:
         for dataset in names["datasets"]:
@@ -62,8 +67,22 @@ def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any
                 for measure in names["measures"]:
                     cell = cells.get((model, dataset, transform, measure))
                     if cell is not None:
-                        rows.append({column: getattr(cell, column) for column in RESULT_COLUMNS})
+                        row = {column: getattr(cell, column) for column in RESULT_COLUMNS}
+                        row["views"] = [
+                            {"view": view, "magnitude": magnitude, "value": value}
+                            for view, magnitude, value in views.get(cell.key, [])
+                        ]
+                        rows.append(row)
     return rows
+
+
+def per_view_table(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell and view (per_view.csv): the cell's value on that view."""
+    return [
+        {**{k: row[k] for k in PER_VIEW_COLUMNS[:4]}, **view}
+        for row in table
+        for view in row["views"]
+    ]
 
 
 def analysis_rows(table: list[dict[str, Any]], config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -341,7 +360,13 @@ def markdown_report(
 ) -> str:
     lines = ["# invkit study report", ""]
     n_models, n_datasets = len(config["models"]), len(config["datasets"])
-    names = ["results.csv", *csv_names, *(["models.csv"] if models else []), "analyses.json"]
+    names = [
+        "results.csv",
+        "per_view.csv",
+        *csv_names,
+        *(["models.csv"] if models else []),
+        "analyses.json",
+    ]
     files = ", ".join(f"`{name}`" for name in names)
     lines.append(
         f"{n_models} model(s) × {n_datasets} dataset(s) × "
@@ -593,6 +618,8 @@ def write_report(
     )
     paths = {"results": out_dir / "results.csv"}
     _write_csv(paths["results"], RESULT_COLUMNS, table)
+    paths["per_view"] = out_dir / "per_view.csv"
+    _write_csv(paths["per_view"], PER_VIEW_COLUMNS, per_view_table(table))
     for name, (columns, table_rows) in tables.items():
         paths[name] = out_dir / f"{_slug(name)}.csv"
         _write_csv(paths[name], columns, table_rows)

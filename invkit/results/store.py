@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS outputs (
     images INTEGER NOT NULL, finished TEXT NOT NULL,
     PRIMARY KEY (model, dataset, transform)
 );
+CREATE TABLE IF NOT EXISTS view_values (
+    model TEXT NOT NULL, dataset TEXT NOT NULL, transform TEXT NOT NULL, measure TEXT NOT NULL,
+    position INTEGER NOT NULL, view TEXT NOT NULL, magnitude REAL, value REAL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (model, dataset, transform, measure, position)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outputs_verified (
     file TEXT PRIMARY KEY, sha256 TEXT NOT NULL, stamp TEXT NOT NULL
 );
@@ -189,13 +195,28 @@ class Store:
         ).fetchall()
 
     def damaged(self) -> list[tuple[str, str, str, str]]:
-        """Keys of the cells whose row or per-sample values no longer match their checksum."""
+        """Keys of the cells whose row, per-sample values or per-view values no longer match
+        their checksums."""
         rows = self.connection.execute(f"SELECT {', '.join(CELL_COLUMNS)}, checksum FROM cells")
-        return [
+        damaged = {
             tuple(row[:4])
             for row in rows
             if _checksum(row[:-1], self._samples(tuple(row[:4]))) != row[-1]
-        ]
+        }
+        views = self.connection.execute("SELECT * FROM view_values")
+        damaged |= {tuple(row[:4]) for row in views if _checksum(row[:-1], []) != row[-1]}
+        return sorted(damaged)
+
+    def view_values(self) -> dict[tuple[str, str, str, str], list[tuple[str, float | None, float]]]:
+        """Each cell's value on each view, in view order: (view name, magnitude, value)."""
+        rows = self.connection.execute(
+            "SELECT model, dataset, transform, measure, view, magnitude, value FROM view_values "
+            "ORDER BY model, dataset, transform, measure, position"
+        )
+        result: dict[tuple[str, str, str, str], list[tuple[str, float | None, float]]] = {}
+        for row in rows:
+            result.setdefault(tuple(row[:4]), []).append(tuple(row[4:]))
+        return result
 
     def cells(self) -> dict[tuple[str, str, str, str], Cell]:
         rows = self.connection.execute(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells")
@@ -216,9 +237,12 @@ class Store:
         outputs: Sequence[OutputRecord] = (),
         bad_images: Sequence[tuple[int, str]] = (),
         preprocessing: Mapping[str, Any] | None = None,
+        views: Mapping[tuple[str, str, str, str], Sequence[tuple[str, float | None, float]]]
+        | None = None,
     ) -> None:
-        """Write one model × dataset pass: cells, per-sample values, the record of its kept
-        outputs file (written before), bad images, and the preprocessing the model used."""
+        """Write one model × dataset pass: cells, each cell's value on each view, per-sample
+        values, the record of its kept outputs file (written before), bad images, and the
+        preprocessing the model used."""
         cells = list(cells)
         finished = now()
         with self.transaction() as db:
@@ -228,9 +252,18 @@ class Store:
                     (cells[0].model, json.dumps(dict(preprocessing), sort_keys=True), finished),
                 )
             for cell in cells:
-                db.execute(
-                    "DELETE FROM samples WHERE model=? AND dataset=? AND transform=? AND measure=?",
-                    cell.key,
+                for table in ("samples", "view_values"):
+                    db.execute(
+                        f"DELETE FROM {table} "
+                        "WHERE model=? AND dataset=? AND transform=? AND measure=?",
+                        cell.key,
+                    )
+                db.executemany(
+                    "INSERT INTO view_values VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        (*cell.key, position, *row, _checksum([*cell.key, position, *row], []))
+                        for position, row in enumerate((views or {}).get(cell.key, ()))
+                    ),
                 )
                 row = (*astuple(cell)[:-1], finished)
                 indices, values = samples.get(cell.key, ([], []))

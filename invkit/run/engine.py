@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from invkit.analysis.aggregate import view_average
+from invkit.analysis.aggregate import view_labels, view_values
 from invkit.errors import InvkitError
 from invkit.inputs.data import as_float
 from invkit.plugin.components import LoadedModel
@@ -59,7 +59,7 @@ def autocast_enabled(amp: bool, device: torch.device) -> bool:
 class Evaluation:
     """What one model × dataset pass produced: per-sample measure values and accuracy."""
 
-    values: dict[tuple[str, str], torch.Tensor]  # (transform, measure) → (N,) float64
+    values: dict[tuple[str, str], torch.Tensor]  # (transform, measure) → (V, N): view × image
     indices: torch.Tensor  # (N,) dataset indices, in order
     targets: torch.Tensor  # (N,) target class, -1 when unlabeled
     correct: torch.Tensor  # (N,) bool, original prediction == target
@@ -123,14 +123,6 @@ class Keep:
     level: str
     topk: int
     spill: Any = None  # pathlib.Path
-
-
-def view_labels(transform: Any) -> list[str]:
-    """A transform's view names (``view_names``), or their positions when it gives none or
-    gives the same name twice."""
-    names = [str(name) for name in getattr(transform, "view_names", [])]
-    count = getattr(transform, "num_views", 1)
-    return names if len(set(names)) == len(names) == count else [str(i) for i in range(count)]
 
 
 class _ModelState:
@@ -300,7 +292,7 @@ def _evaluate_batch(
         for m, measure in measures:
             given = inputs[state.reads[m]]
             these = given[offset : offset + count]
-            state.values[(t, m)].append(view_average(measure, given[0], these, known))
+            state.values[(t, m)].append(view_values(measure, given[0], these, known))
         offset += count
     if state.recorder:
         state.recorder.add(logits, probs, top_indices, top_probs, size)
@@ -315,7 +307,7 @@ def _evaluation(
 ) -> Evaluation:
     # per-sample results stayed on the device during the pass (no sync per batch); one copy now
     return Evaluation(
-        values={key: torch.cat(chunks).cpu() for key, chunks in state.values.items()},
+        values={key: torch.cat(chunks, dim=1).cpu() for key, chunks in state.values.items()},
         indices=indices,
         targets=torch.cat(state.targets),
         correct=torch.cat(state.correct).cpu(),

@@ -13,13 +13,13 @@ import dataclasses
 import json
 import shutil
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import torch
 
-from invkit.analysis.aggregate import summarize
+from invkit.analysis.aggregate import summarize, views_of
 from invkit.errors import InvkitError, described, listing
 from invkit.inputs.checkpoints import trusted_checkpoints
 from invkit.inputs.classes import plan_labels
@@ -204,7 +204,7 @@ def run_pass(spec: PassSpec) -> PassResult:
                 "record and skip them (`invkit check --images` finds them all before a study)"
             )
         results = [
-            pass_result(member, plan.method, evaluation, measures, bad_files)
+            pass_result(member, plan.method, evaluation, measures, bad_files, transforms)
             for member, plan, evaluation in zip(members, plans, evaluations, strict=True)
         ]
         for result, loaded in zip(results, models, strict=True):
@@ -225,13 +225,16 @@ def pass_result(
     evaluation: Evaluation,
     measures: dict[str, Any],
     bad_files: list[str],
+    transforms: Mapping[str, Any],
 ) -> PassResult:
     """One model's ``PassResult`` from its ``Evaluation`` (made by a pass, or read from kept
-    outputs): a cell per (transform, measure), summarized, and the outputs it kept."""
+    outputs): a cell per (transform, measure), summarized, its value on each view, and the
+    outputs it kept."""
     run = spec.run
     fingerprints = {(t, m): fingerprint for t, m, fingerprint in spec.cells}
-    cells, samples = [], {}
-    for (t, m), values in evaluation.values.items():
+    cells, samples, per_view = [], {}, {}
+    for (t, m), by_view in evaluation.values.items():
+        values = by_view.mean(dim=0)  # each image's mean over the views
         summary = summarize(
             values, bootstrap=run.bootstrap > 0, n_resamples=run.bootstrap or 1000, seed=run.seed
         )
@@ -255,6 +258,11 @@ def pass_result(
         )
         if run.per_sample:
             samples[key] = (evaluation.indices.tolist(), values.tolist())
+        means = by_view.mean(dim=1).tolist()  # each view's mean over the images
+        per_view[key] = [
+            (name, magnitude, value)
+            for (name, magnitude), value in zip(views_of(transforms[t]), means, strict=True)
+        ]
     kept = None
     if evaluation.recorder is not None:
         metadata = {
@@ -270,6 +278,7 @@ def pass_result(
         dataset=spec.dataset.name,
         cells=cells,
         samples=samples,
+        views=per_view,
         skipped=evaluation.skipped,
         images=evaluation.images,
         forward_images=evaluation.forward_images,

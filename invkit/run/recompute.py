@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invkit.analysis.aggregate import view_average
+from invkit.analysis.aggregate import view_values
 from invkit.plugin.passes import PassSpec
 from invkit.results.outputs import OutputRecord, Outputs, folder, read_file, reads_top
 from invkit.run.engine import Evaluation
@@ -47,9 +47,9 @@ def _softmax_rows(outputs: Outputs, view: str, rows: slice, top: int | None) -> 
 def values_from_outputs(
     outputs: Outputs, cells: Sequence[tuple[str, str, Any]], rows: int = ROWS_PER_CHUNK
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Per-image values of each (transform, measure label, measure) of ``cells`` from kept
-    outputs, block by block of images: each view's softmax rows are rebuilt once per block
-    for every measure that reads them the same way."""
+    """Per-view, per-image values ``(V, N)`` of each (transform, measure label, measure) of
+    ``cells`` from kept outputs, block by block of images: each view's softmax rows are
+    rebuilt once per block for every measure that reads them the same way."""
     targets = _tensor(outputs.targets)
     chunks: dict[tuple[str, str], list[torch.Tensor]] = {(t, m): [] for t, m, _ in cells}
     for start in range(0, len(targets), rows):
@@ -64,8 +64,8 @@ def values_from_outputs(
                     rebuilt[view, top] = _softmax_rows(outputs, view, block, top)
             views = [rebuilt[view, top] for view in outputs.transforms[transform]]
             original = rebuilt["original", top]
-            chunks[transform, label].append(view_average(measure, original, views, known))
-    return {key: torch.cat(parts) for key, parts in chunks.items()}
+            chunks[transform, label].append(view_values(measure, original, views, known))
+    return {key: torch.cat(parts, dim=1) for key, parts in chunks.items()}
 
 
 def evaluation_from_outputs(

@@ -31,6 +31,7 @@ from invkit.version import __version__
 
 OUTPUT_FILES = (
     "results.csv",
+    "per_view.csv",
     "correlations.csv",
     "predictions.csv",
     "models.csv",
@@ -488,7 +489,12 @@ class Study:
             records = kept_files.keep(self.out_dir, result.kept, result.model, result.dataset)
         before = store.outputs().values()
         store.write_pass(
-            result.cells, result.samples, records, result.skipped, result.preprocessing
+            result.cells,
+            result.samples,
+            records,
+            result.skipped,
+            result.preprocessing,
+            views=result.views,
         )
         kept_files.remove_unused(self.out_dir, before, store.outputs().values())
 
@@ -504,14 +510,21 @@ class Study:
                     measures = {m.name: self.plan.measures[m.name] for m in spec.measures}
                     evaluation, outputs = evaluation_from_outputs(job, self.out_dir, measures)
                     result = pass_result(
-                        spec, outputs.matching, evaluation, measures, outputs.bad_files
+                        spec,
+                        outputs.matching,
+                        evaluation,
+                        measures,
+                        outputs.bad_files,
+                        self.plan.transforms,
                     )
                 except InvkitError as error:
                     message = failure_message(JobOutcome(0, error=error))
                     store.record_failure(spec.model.name, spec.dataset.name, message, None)
                     self._failed(spec, message, outcome, " (from kept outputs)")
                     continue
-                store.write_pass(result.cells, result.samples, (), result.skipped)
+                store.write_pass(
+                    result.cells, result.samples, (), result.skipped, views=result.views
+                )
                 outcome.from_outputs += len(result.cells)
         self.echo(
             f"invkit: {outcome.from_outputs} cell(s) from kept outputs in "
