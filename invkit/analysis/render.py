@@ -6,7 +6,7 @@ the same rules as the built-ins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from invkit.markup import code, md, plain
@@ -139,16 +139,22 @@ def prediction_marks(prediction: dict[str, Any]) -> str:
     )
 
 
-def _interval(group: GroupResult, statistic: str, sign: int = 1) -> str:
+def interval_text(
+    statistics: Mapping[str, Any], intervals: Mapping[str, Any], statistic: str, sign: int = 1
+) -> str:
     """A statistic and its interval, times ``sign`` (a flipped interval's bounds swapped)."""
-    value = group.statistics.get(statistic)
+    value = statistics.get(statistic)
     if value is None:
         return ""
     text = f"{sign * value:.3f}"
-    if statistic in group.intervals:
-        low, high = sorted(sign * bound for bound in group.intervals[statistic])
+    if intervals.get(statistic):
+        low, high = sorted(sign * bound for bound in intervals[statistic])
         text += f" [{low:.3f}, {high:.3f}]"
     return text
+
+
+def _interval(group: GroupResult, statistic: str, sign: int = 1) -> str:
+    return interval_text(group.statistics, group.intervals, statistic, sign)
 
 
 def to_markdown(result: AnalysisResult) -> str:
@@ -256,7 +262,7 @@ def _analysed(groups: list[GroupResult]) -> list[str]:
     return list(dict.fromkeys(_other(g) for g in groups if g.n))
 
 
-def _sign(higher_is_invariant: bool | None) -> int:
+def direction_sign(higher_is_invariant: bool | None) -> int:
     """The sign that makes a correlation positive when more invariant goes with more accurate:
     -1 for a measure where lower is more invariant."""
     return -1 if higher_is_invariant is False else 1
@@ -267,7 +273,7 @@ def _r_and_rho(group: GroupResult, higher_is_invariant: bool | None) -> str:
     accurate."""
     if group.message or "pearson_r" not in group.statistics:
         return "—"
-    sign = _sign(higher_is_invariant)
+    sign = direction_sign(higher_is_invariant)
     r, rho = (_interval(group, name, sign) for name in ("pearson_r", "spearman_rho"))
     return f"r {r}<br>ρ {rho}"
 
@@ -315,7 +321,7 @@ def _aligned_r(group: GroupResult, higher_is_invariant: bool | None) -> float | 
     r = group.statistics.get("pearson_r")
     if r is None or group.message:
         return None
-    return _sign(higher_is_invariant) * r
+    return direction_sign(higher_is_invariant) * r
 
 
 def _best_measures(

@@ -1,10 +1,11 @@
-"""Built-in analyses: model-centric and dataset-centric correlation, accuracy prediction, and
-label-free accuracy estimation."""
+"""Built-in analyses: model-centric and dataset-centric correlation, accuracy prediction,
+label-free accuracy estimation, and invariance profiles over magnitudes."""
 
 from __future__ import annotations
 
 from invkit.analysis.analyses import DatasetCentric, ModelCentric, PredictAccuracy
 from invkit.analysis.estimation import EstimateAccuracy
+from invkit.analysis.profiles import InvarianceProfile
 from invkit.plugin.hookspecs import hookimpl
 
 
@@ -14,3 +15,4 @@ def register_analyses(register):
     register(DatasetCentric)
     register(PredictAccuracy)
     register(EstimateAccuracy)
+    register(InvarianceProfile)
