@@ -144,6 +144,7 @@ def test_directions_and_labels_are_declared():
         "js": False,
         "kl": False,
         "l2": False,
+        "lie_derivative": False,
     }
     assert not any(m.factory.needs_labels for m in invkit.list_components("measure"))
 

@@ -14,7 +14,9 @@ def test_builtin_components_of_every_kind_are_listed():
         ("transform", "rotation"),
         ("transform", "grayscale"),
         ("transform", "compose"),
+        *(("transform", t) for t in ("translation", "scale", "flip", "jpeg", "gaussian_blur")),
         *(("measure", m) for m in ("ei", "agreement", "js", "kl", "l2", "cosine")),
+        ("measure", "lie_derivative"),
         ("analysis", "model_centric"),
         ("analysis", "dataset_centric"),
         ("analysis", "predict_accuracy"),
@@ -27,6 +29,7 @@ def test_builtin_components_of_every_kind_are_listed():
     assert [c.name for c in invkit.list_components("analyses")] == [
         "dataset_centric",
         "estimate_accuracy",
+        "invariance_profile",
         "model_centric",
         "predict_accuracy",
     ]

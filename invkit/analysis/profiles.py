@@ -238,11 +238,10 @@ class InvarianceProfile:
 
     def __call__(self, table: Iterable[Mapping[str, Any]]) -> ProfileResult:
         table = [row for row in table if row.get("views")]
-        with_magnitudes = {
-            row["transform"]
-            for row in table
-            if all(view.get("magnitude") is not None for view in row["views"])
-        }
+        profiled = [  # a derivative measure's cells have one view, no magnitude: left out
+            row for row in table if all(v.get("magnitude") is not None for v in row["views"])
+        ]
+        with_magnitudes = {row["transform"] for row in profiled}
         without = sorted({row["transform"] for row in table} - with_magnitudes)
         chosen = sorted(with_magnitudes) if self.transforms is None else self.transforms
         refused = [t for t in chosen if t not in with_magnitudes]
@@ -256,7 +255,7 @@ class InvarianceProfile:
         notes = [
             f"{t!r} has no magnitudes: not profiled" for t in without if self.transforms is None
         ]
-        rows = [row for row in table if row["transform"] in chosen]
+        rows = [row for row in profiled if row["transform"] in chosen]
         return ProfileResult(self.params, self._profiles(rows), directions(table), notes)
 
     def _profiles(self, rows: list[Mapping[str, Any]]) -> list[Profile]:

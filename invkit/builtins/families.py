@@ -62,6 +62,38 @@ def magnitudes(
     return tuple(checked)
 
 
+def image_gradient(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """∂I/∂x and ∂I/∂y per pixel by central differences, (I(x + 1) − I(x − 1)) / 2, the border
+    pixel repeated beyond the edge. A bilinear warp has two one-sided derivatives at t = 0,
+    and this is their mean: the generator is the warp's symmetric derivative, exactly so for
+    a warp that repeats the border (``padding = "border"``)."""
+    import torch.nn.functional as F
+
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    dx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
+    dy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+    return dx, dy
+
+
+def flow(images: torch.Tensor, vx: Any, vy: Any) -> torch.Tensor:
+    """The image's derivative along a flow of the pixels' sources: ∂I/∂x · vx + ∂I/∂y · vy."""
+    dx, dy = image_gradient(images)
+    return dx * vx + dy * vy
+
+
+def centred_grid(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pixel's x − cx and y − cy, the centre c = ((W − 1)/2, (H − 1)/2)."""
+    import torch
+
+    height, width = images.shape[-2:]
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=images.device, dtype=images.dtype) - (height - 1) / 2,
+        torch.arange(width, device=images.device, dtype=images.dtype) - (width - 1) / 2,
+        indexing="ij",
+    )
+    return xs, ys
+
+
 class Family(Transform):
     """A transform with one view per magnitude: ``magnitudes`` lists them, ``view_names`` are
     their values, and ``apply(images, magnitude)`` makes one view."""
@@ -126,6 +158,11 @@ class Translation(Family):
         self.axis = choice(self.name, "axis", axis, ("x", "y"))
         self.padding = choice(self.name, "padding", padding, PADDINGS)
 
+    def generator(self, images: torch.Tensor) -> torch.Tensor:
+        """d/dt of the shift by t pixels at t = 0: −∂I/∂x (or −∂I/∂y), per pixel."""
+        dx, dy = image_gradient(images)
+        return -dx if self.axis == "x" else -dy
+
     def apply(self, images: torch.Tensor, magnitude: float) -> torch.Tensor:
         if magnitude.is_integer():
             return self._whole(images, int(magnitude))
@@ -171,6 +208,11 @@ class Scale(Family):
         )
         self.interpolation = choice(self.name, "interpolation", interpolation, INTERPOLATIONS)
         self.padding = choice(self.name, "padding", padding, PADDINGS)
+
+    def generator(self, images: torch.Tensor) -> torch.Tensor:
+        """d/ds of the zoom by s at s = 1: the source flows by −(p − c), per unit of factor."""
+        xs, ys = centred_grid(images)
+        return flow(images, -xs, -ys)
 
     def apply(self, images: torch.Tensor, magnitude: float) -> torch.Tensor:
         if magnitude == 1:
@@ -241,6 +283,10 @@ class Brightness(Family):
     def apply(self, images: torch.Tensor, magnitude: float) -> torch.Tensor:
         return blend(images, images.new_zeros(()), magnitude)
 
+    def generator(self, images: torch.Tensor) -> torch.Tensor:
+        """d/df of f · x at f = 1 (before clipping): x."""
+        return images.clone()
+
 
 class Contrast(Family):
     """Blend each image with the mean of its luminance by each factor (0: flat gray at that
@@ -252,8 +298,15 @@ class Contrast(Family):
         self.values = _factors(self.name, factors)
 
     def apply(self, images: torch.Tensor, magnitude: float) -> torch.Tensor:
-        mean = luminance(images).mean(dim=(-3, -2, -1), keepdim=True)
-        return blend(images, mean, magnitude)
+        return blend(images, self._mean(images), magnitude)
+
+    def generator(self, images: torch.Tensor) -> torch.Tensor:
+        """d/df at f = 1 (before clipping): x − the mean luminance."""
+        return images - self._mean(images)
+
+    @staticmethod
+    def _mean(images: torch.Tensor) -> torch.Tensor:
+        return luminance(images).mean(dim=(-3, -2, -1), keepdim=True)
 
 
 class Saturation(Family):
@@ -267,6 +320,10 @@ class Saturation(Family):
 
     def apply(self, images: torch.Tensor, magnitude: float) -> torch.Tensor:
         return blend(images, luminance(images), magnitude)
+
+    def generator(self, images: torch.Tensor) -> torch.Tensor:
+        """d/df at f = 1 (before clipping): x − its luminance."""
+        return images - luminance(images)
 
 
 class Hue(Family):

@@ -135,6 +135,44 @@ class CosineSimilarity(Measure):
         return dot / norms
 
 
+class LieDerivative(Measure):
+    """Local invariance: the mean over classes of |d/dt softmax(f(T_t x))| at t = 0, the Lie
+    derivative of the model along the transform's generator (Gruver et al., ICLR 2023), per
+    unit of the transform's magnitude (a degree, a pixel, a factor). Lower is more invariant.
+
+    ``method``: ``auto`` (forward mode, else double backward), ``forward`` or
+    ``double_backward``; both are exact Jacobian-vector products."""
+
+    name = "lie_derivative"
+    higher_is_invariant = False
+    reads = "model"
+
+    def __init__(self, method: str = "auto"):
+        from invkit.run.derivatives import METHODS
+
+        if method not in METHODS:
+            raise InvkitError(
+                f"lie_derivative method {method!r} is not one of {', '.join(METHODS)}"
+            )
+        self.method = method
+
+    def derivative(self, forward, images, tangent):
+        """Per image, from ``forward`` (pixels in [0, 1] → class probabilities), the images
+        and their derivative along the transform (``Transform.generator``)."""
+        import torch
+
+        from invkit.run.derivatives import jvp
+
+        change = jvp(forward, images, tangent, self.method)
+        return change.abs().to(torch.float64).mean(dim=1)
+
+    def __call__(self, original, view, labels=None):
+        raise InvkitError(
+            "lie_derivative reads the model itself, not two softmax batches: a study computes it "
+            "in its pass (measure.derivative(forward, images, tangent))"
+        )
+
+
 @hookimpl
 def register_measures(register):
     for measure in (
@@ -144,5 +182,6 @@ def register_measures(register):
         KullbackLeibler,
         L2Distance,
         CosineSimilarity,
+        LieDerivative,
     ):
         register(measure)

@@ -16,8 +16,10 @@ from invkit.builtins.families import (
     INTERPOLATIONS,
     PADDINGS,
     Family,
+    centred_grid,
     check_batch,
     choice,
+    flow,
     magnitudes,
 )
 from invkit.errors import InvkitError
@@ -48,6 +50,12 @@ class Rotation(Family):
         self.values = self.angles
         self.interpolation = choice(self.name, "interpolation", interpolation, INTERPOLATIONS)
         self.padding = choice(self.name, "padding", padding, PADDINGS)
+
+    def generator(self, images: torch.Tensor) -> torch.Tensor:
+        """d/dθ of the rotation by θ degrees at θ = 0: the source of pixel p flows by
+        (−(y − cy), x − cx) · π/180 (x to the right, y down; counter-clockwise on screen)."""
+        xs, ys = centred_grid(images)
+        return flow(images, -ys * (math.pi / 180), xs * (math.pi / 180))
 
     def apply(self, images: torch.Tensor, angle: float) -> torch.Tensor:
         import kornia

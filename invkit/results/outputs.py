@@ -54,17 +54,24 @@ def reads_top(measure: Any) -> int | None:
     """What a measure reads of each softmax row: the top-k (``k``) or all of it (``None``).
 
     A measure declares it with ``reads = "top1"`` / ``"top5"`` / ``"softmax"``; one that
-    declares nothing reads the full softmax."""
+    declares nothing reads the full softmax. A measure that reads the model itself
+    (``reads = "model"``: a derivative) is computed in a pass, never from kept outputs."""
     reads = getattr(measure, "reads", "softmax")
-    if reads == "softmax":
+    if reads in ("softmax", "model"):
         return None
     found = re.fullmatch(r"top([1-9][0-9]*)", str(reads))
     if not found:
         raise InvkitError(
             f"measure {measure!r} declares reads = {reads!r}; use 'softmax' (all of each "
-            "softmax row), or 'topK' such as 'top1' or 'top5' (its K largest probabilities)"
+            "softmax row), 'topK' such as 'top1' or 'top5' (its K largest probabilities), or "
+            "'model' (a derivative through the model: docs/hooks.md)"
         )
     return int(found.group(1))
+
+
+def reads_model(measure: Any) -> bool:
+    """Whether a measure reads the model itself (``reads = "model"``), in a pass only."""
+    return getattr(measure, "reads", "softmax") == "model"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from invkit.analysis.aggregate import view_labels, view_values
 from invkit.errors import InvkitError
 from invkit.inputs.data import as_float
 from invkit.plugin.components import LoadedModel
-from invkit.results.outputs import reads_top
+from invkit.results.outputs import reads_model, reads_top
 from invkit.run.kept import Recorder, dense_top
 
 
@@ -146,7 +146,18 @@ class _ModelState:
         }
         groups = {t: [f"{t}/{name}" for name in view_labels(transforms[t])] for t in run.cells}
         self.view_names = ["original", *(view for group in groups.values() for view in group)]
-        self.reads = {m: reads_top(measure) for ms in run.cells.values() for m, measure in ms}
+        self.derivatives = {  # measures that read the model itself: a derivative per batch
+            (t, m): measure
+            for t, ms in run.cells.items()
+            for m, measure in ms
+            if reads_model(measure)
+        }
+        self.reads = {
+            m: reads_top(measure)
+            for ms in run.cells.values()
+            for m, measure in ms
+            if not reads_model(measure)
+        }
         keep = run.keep
         self.top = max([keep.topk if keep else 1, *(k for k in self.reads.values() if k)])
         self.recorder = keep and Recorder(groups, keep.level, self.top, keep.spill)
@@ -156,6 +167,14 @@ class _ModelState:
 
     def model_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels if self.lookup is None else self.lookup[labels]
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] → float64 class probabilities, as the pass computes them (the
+        model's normalization, its class subset): the function a derivative measure reads."""
+        logits = self.module((pixels - self.mean) / self.std)
+        if self.columns is not None:
+            logits = logits[:, self.columns]
+        return logits.double().softmax(dim=1)
 
 
 def evaluate(
@@ -183,6 +202,7 @@ def evaluate(
         if compile:
             state.module = torch.compile(state.module)
     needed = list(dict.fromkeys(t for state in states for t in state.run.cells))
+    derived = list(dict.fromkeys(t for state in states for t, _ in state.derivatives))
     indices: list[torch.Tensor] = []
     skipped: list[tuple[int, str]] = []
     upsampled = 0
@@ -210,12 +230,14 @@ def evaluate(
             if channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             views = {t: transforms[t](pixels) for t in needed}
+            tangents = {t: transforms[t].generator(pixels) for t in derived}
             indices.append(index)
             for state in states:
                 _evaluate_batch(
                     state,
                     pixels,
                     views,
+                    tangents,
                     labels,
                     batch_number,
                     index,
@@ -239,6 +261,7 @@ def _evaluate_batch(
     state: _ModelState,
     pixels: torch.Tensor,
     views: Mapping[str, Sequence[torch.Tensor]],
+    tangents: Mapping[str, torch.Tensor],
     labels: torch.Tensor,
     batch_number: int,
     index: torch.Tensor,
@@ -290,6 +313,10 @@ def _evaluate_batch(
     for t, measures in run.cells.items():
         count = len(views[t])
         for m, measure in measures:
+            if (t, m) in state.derivatives:
+                derivative = measure.derivative(state.probabilities, pixels, tangents[t])
+                state.values[(t, m)].append(derivative.unsqueeze(0))  # one "view": d/dt
+                continue
             given = inputs[state.reads[m]]
             these = given[offset : offset + count]
             state.values[(t, m)].append(view_values(measure, given[0], these, known))

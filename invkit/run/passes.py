@@ -28,10 +28,12 @@ from invkit.inputs.preprocessing import checked_model
 from invkit.lookup import get_component, get_measure, get_shift, get_transform
 from invkit.plugin.components import LoadedModel, Preprocessing
 from invkit.plugin.passes import Cell, PassResult, PassSpec, Resolved
+from invkit.results.outputs import reads_model
 from invkit.run.engine import Evaluation, Keep, ModelRun, evaluate, resolve_device
 from invkit.run.kept import kept_outputs, spill_folder
 
 DATASETS_KEPT = 4
+DERIVATIVE_VIEW = ("d/dt", None)  # the one "view" of a derivative measure: t → 0
 
 
 _model_cache: dict[str, LoadedModel] = {}
@@ -259,9 +261,9 @@ def pass_result(
         if run.per_sample:
             samples[key] = (evaluation.indices.tolist(), values.tolist())
         means = by_view.mean(dim=1).tolist()  # each view's mean over the images
+        views = [DERIVATIVE_VIEW] if reads_model(measures[m]) else views_of(transforms[t])
         per_view[key] = [
-            (name, magnitude, value)
-            for (name, magnitude), value in zip(views_of(transforms[t]), means, strict=True)
+            (name, magnitude, value) for (name, magnitude), value in zip(views, means, strict=True)
         ]
     kept = None
     if evaluation.recorder is not None:

@@ -40,7 +40,7 @@ from invkit.lookup import (
 )
 from invkit.paths import resolve_path
 from invkit.plugin.passes import Cell, PassSpec, Resolved
-from invkit.results.outputs import OutputRecord, reads_top
+from invkit.results.outputs import OutputRecord, reads_model, reads_top
 from invkit.run.engine import autocast_enabled, resolve_device
 from invkit.run.recompute import KeptJob
 from invkit.version import __version__
@@ -59,6 +59,23 @@ def declared_channels(entry: ModelEntry) -> int | None:
         return size[0]
     in_chans = entry.params.get("in_chans")
     return in_chans if isinstance(in_chans, int) else None
+
+
+def check_generators(measure: str, transforms: Mapping[str, Any]) -> None:
+    """Refuse a derivative measure beside a transform with no generator (no derivative along
+    it), naming the transforms that have one."""
+    from invkit.lookup import list_components
+
+    lacking = [
+        label for label, t in transforms.items() if not callable(getattr(t, "generator", None))
+    ]
+    if lacking:
+        having = [c.name for c in list_components("transform") if hasattr(c.factory, "generator")]
+        raise InvkitError(
+            f"{measure} is a derivative along a transform's generator, and "
+            f"{', '.join(map(repr, lacking))} has none; transforms with one: {', '.join(having)} "
+            "(measure those in a study of their own)"
+        )
 
 
 class Problems:
@@ -118,6 +135,10 @@ class StudyPlan:
         for label, measure in self.measures.items():
             with problems.at(f"measures[{label!r}]"):
                 self.reads[label] = reads_top(measure)
+        self.derivatives = {label for label, m in self.measures.items() if reads_model(m)}
+        for label in self.derivatives:
+            with problems.at(f"measures[{label!r}]"):
+                check_generators(label, self.transforms)
         self.analyses = _build("analyses", config.analyses, get_analysis, problems)
         with problems.at("run.executor"):
             self.executor = get_executor(config.run.executor, **config.run.executor_params)
@@ -306,7 +327,9 @@ class StudyPlan:
                     and not (t.name in files and files[t.name].covers(*self._keep()))
                 }
                 rerun |= {
-                    t for t, m, _ in missing if t not in files or not files[t].serves(self.reads[m])
+                    t
+                    for t, m, _ in missing
+                    if m in self.derivatives or t not in files or not files[t].serves(self.reads[m])
                 }
                 from_files: dict[str, list[tuple[str, str, str]]] = {}
                 for t, m, fingerprint in missing:
