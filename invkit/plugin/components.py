@@ -59,7 +59,9 @@ class Measure:
     ``(B,)`` tensor. ``reads`` declares how much of each row it reads: ``"softmax"`` (all of
     it), or ``"topK"`` (``"top1"``, ``"top5"``: the K largest probabilities). A ``topK``
     measure is given rows holding only those, the rest 0, so that a study can compute it
-    from kept ``summary`` outputs exactly as in a pass.
+    from kept ``summary`` outputs exactly as in a pass. A measure with ``reads = "model"``
+    reads the model itself: a pass calls ``measure.derivative(forward, images, tangent)``
+    instead (``docs/hooks.md``), with the transform's ``generator(images)`` as the tangent.
     """
 
     name: str = ""
