@@ -148,6 +148,9 @@ class DatasetEntry:
     verify: str = "listing"  # what fingerprints its files: names, sizes, times; or "content"
 
 
+VIEWS_PER_FORWARD = 4  # a chunk of views: a batch's forward pass big enough, memory flat
+
+
 @dataclass(frozen=True)
 class RunOptions:
     out: str = "invkit-results"
@@ -160,7 +163,7 @@ class RunOptions:
     seed: int = 0
     executor: str = "local"
     executor_params: dict = field(default_factory=dict)
-    max_views_per_forward: int = 0  # 0: all views of a batch in one forward pass
+    max_views_per_forward: int = VIEWS_PER_FORWARD  # views made and run at once; 0: all
     skip_bad_images: bool = False
     trust_checkpoints: bool = False
     min_free_mb: int = 100

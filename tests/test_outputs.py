@@ -425,3 +425,15 @@ def cells_by_key(out: Path) -> dict[tuple[str, ...], float]:
         "SELECT model, dataset, transform, measure, value FROM cells"
     )
     return {tuple(row[:4]): row[4] for row in rows}
+
+
+def test_views_made_a_chunk_at_a_time_give_the_cells_of_all_at_once(tmp_path):
+    results = {}
+    for views in (0, 1, 4):  # all of a batch's views at once, one at a time, the default chunk
+        out = tmp_path / f"views-{views}"
+        run_study(write_config(tmp_path, ["ei", "js"], max_views_per_forward=views), out)
+        results[views] = cells_by_key(out)
+    for views in (1, 4):
+        assert results[views].keys() == results[0].keys()
+        for key, value in results[0].items():
+            assert results[views][key] == pytest.approx(value, abs=1e-9), (views, key)

@@ -9,7 +9,7 @@ the direct computation its tests compare it with.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from invkit.errors import InvkitError
@@ -113,8 +113,13 @@ class Family(Transform):
         return [f"{value:g}" for value in self.values]
 
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.iter_views(images))
+
+    def iter_views(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The views one at a time, so that a pass holds only the chunk it runs."""
         check_batch(self.name, images)
-        return [self.apply(images, value) for value in self.values]
+        for value in self.values:
+            yield self.apply(images, value)
 
     def apply(self, images: torch.Tensor, magnitude: float) -> torch.Tensor:
         raise NotImplementedError
@@ -406,10 +411,11 @@ class GaussianNoise(Family):
         )
         self.seed = int(seed)
 
-    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def iter_views(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
         check_batch(self.name, images)
         noise = self.noise(images)
-        return [(images + value * noise).clamp(0, 1) for value in self.values]
+        for value in self.values:
+            yield (images + value * noise).clamp(0, 1)
 
     def noise(self, images: torch.Tensor) -> torch.Tensor:
         """The standard normal noise of each image, drawn on the CPU from its seed."""

@@ -6,7 +6,7 @@ here and in ``invkit.plugin.hookspecs``), but these classes state the contract i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,12 @@ class Transform:
         """A short distinct name per view, as kept outputs name them (``rotation/90``);
         optional: the views' positions (``0``, ``1``, ...) by default."""
         return [str(i) for i in range(self.num_views)]
+
+    def iter_views(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The views one at a time (optional: ``iter(self(images))`` by default). A transform
+        with many views that makes them lazily lets a pass hold only the chunk it runs
+        (``run.max_views_per_forward``)."""
+        return iter(self(images))
 
     @property
     def magnitudes(self) -> list[float] | None:

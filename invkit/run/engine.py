@@ -1,11 +1,12 @@
 """The evaluation loop: one dataset through one or more models that share its decoding, every
 transform's views, every measure.
 
-Per batch: pixels to the device (uint8 when the images are 8-bit) → float → each transform
-makes its views there, once for all the models → per model: its normalization → one forward
-pass over the originals and all views together (chunked when asked) → logits restricted to a
+Per batch: pixels to the device (uint8 when the images are 8-bit) → float → each model's
+forward pass over the originals → the transforms make their views there, a few at a time
+(``run.max_views_per_forward``), once for all the models, and each chunk goes through every
+model (its normalization, its forward pass) before the next is made → logits restricted to a
 class subset → float64 softmax → each measure's per-sample values. Only per-sample scalars are
-kept, never the dataset's outputs.
+kept, never the dataset's outputs, and never more than one chunk of views.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from invkit.analysis.aggregate import view_labels, view_values
+from invkit.config import VIEWS_PER_FORWARD
 from invkit.errors import InvkitError
 from invkit.inputs.data import as_float
 from invkit.plugin.components import LoadedModel
@@ -93,14 +95,6 @@ def _batches(loader: DataLoader) -> Iterator[Any]:
             last = lines[-1] if lines else str(error)
             raise InvkitError(last.split("InvkitError: ", 1)[-1]) from None
         yield batch
-
-
-def _forward(module: Any, pixels: torch.Tensor, chunk: int, amp: bool) -> torch.Tensor:
-    outputs = []
-    for start in range(0, pixels.shape[0], chunk):
-        with torch.autocast(device_type=pixels.device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs.append(module(pixels[start : start + chunk]).float())
-    return torch.cat(outputs)
 
 
 @dataclass
@@ -185,7 +179,7 @@ def evaluate(
     transforms: Mapping[str, Any],
     device: torch.device,
     amp: bool = False,
-    max_views_per_forward: int = 0,
+    max_views_per_forward: int = VIEWS_PER_FORWARD,
     label: str = "",
     progress: bool = True,
     channels_last: bool = False,
@@ -231,21 +225,14 @@ def evaluate(
             pixels = as_float(pixels.to(device, non_blocking=True))
             if channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
-            views = {t: transforms[t](pixels) for t in needed}
+            outputs, counts = _forward_views(
+                states, pixels, transforms, needed, max_views_per_forward, use_amp
+            )
             tangents = {t: transforms[t].generator(pixels) for t in derived}
             indices.append(index)
-            for state in states:
+            for state, logits in zip(states, outputs, strict=True):
                 _evaluate_batch(
-                    state,
-                    pixels,
-                    views,
-                    tangents,
-                    labels,
-                    batch_number,
-                    index,
-                    device,
-                    use_amp,
-                    max_views_per_forward,
+                    state, logits, pixels, counts, tangents, labels, batch_number, index, use_amp
                 )
     if not indices:
         reason = (
@@ -259,27 +246,78 @@ def evaluate(
     return [_evaluation(state, all_indices, skipped, upsampled, seconds) for state in states]
 
 
+def views_of_batch(transform: Any, pixels: torch.Tensor) -> Iterator[torch.Tensor]:
+    """A transform's views of a batch, one at a time when it can make them so
+    (``iter_views``), so that only a chunk of them is ever held."""
+    making = getattr(transform, "iter_views", None)
+    return iter(making(pixels) if callable(making) else transform(pixels))
+
+
+def _forward_views(
+    states: Sequence[_ModelState],
+    pixels: torch.Tensor,
+    transforms: Mapping[str, Any],
+    needed: Sequence[str],
+    views_per_forward: int,
+    amp: bool,
+) -> tuple[list[torch.Tensor], dict[str, int]]:
+    """Each model's logits over the originals and every view of its transforms (in its cells'
+    order), and each transform's view count. Views are made ``views_per_forward`` at a time
+    (0: all at once), and each chunk runs through every model before the next is made."""
+    size = pixels.shape[0]
+    parts: list[dict[str, list[torch.Tensor]]] = [
+        {"": [_model_forward(state, pixels, amp)]} for state in states
+    ]
+    counts = dict.fromkeys(needed, 0)
+    pending: list[tuple[str, torch.Tensor]] = []
+
+    def flush() -> None:
+        for state, mine in zip(states, parts, strict=True):
+            own = [(t, view) for t, view in pending if t in state.run.cells]
+            if own:
+                logits = _model_forward(state, torch.cat([view for _, view in own]), amp)
+                for (t, _), block in zip(own, logits.split(size), strict=True):
+                    mine.setdefault(t, []).append(block)
+        pending.clear()
+
+    for t in needed:
+        for view in views_of_batch(transforms[t], pixels):
+            pending.append((t, view))
+            counts[t] += 1
+            if len(pending) == views_per_forward:
+                flush()
+    flush()
+    outputs = []
+    for state, mine in zip(states, parts, strict=True):
+        order = [""] + [t for t in state.run.cells]
+        outputs.append(torch.cat([block for t in order for block in mine.get(t, [])]))
+        state.forward_images += outputs[-1].shape[0]
+    return outputs, counts
+
+
+def _model_forward(state: _ModelState, pixels: torch.Tensor, amp: bool) -> torch.Tensor:
+    """One model's logits over a block of pixels in [0, 1], after its normalization."""
+    normalized = (pixels - state.mean) / state.std
+    with torch.autocast(device_type=pixels.device.type, dtype=torch.bfloat16, enabled=amp):
+        return state.module(normalized).float()
+
+
 def _evaluate_batch(
     state: _ModelState,
+    logits: torch.Tensor,
     pixels: torch.Tensor,
-    views: Mapping[str, Sequence[torch.Tensor]],
+    counts: Mapping[str, int],
     tangents: Mapping[str, torch.Tensor],
     labels: torch.Tensor,
     batch_number: int,
     index: torch.Tensor,
-    device: torch.device,
     use_amp: bool,
-    max_views_per_forward: int,
 ) -> None:
-    """One batch through one model: forward over the originals and its transforms' views,
-    then each of its measures."""
+    """One batch's logits of one model (originals, then its transforms' views) through its
+    measures."""
     run = state.run
     size = pixels.shape[0]
-    stacked = torch.cat([pixels, *(v for t in run.cells for v in views[t])])
-    chunk = size * max_views_per_forward if max_views_per_forward else stacked.shape[0]
-    normalized = stacked.sub_(state.mean).div_(state.std)  # in place: stacked is a fresh copy
-    logits = _forward(state.module, normalized, chunk, use_amp)
-    state.forward_images += stacked.shape[0]
+    device = logits.device
     if not torch.isfinite(logits).all():
         raise InvkitError(
             f"{run.label}: the model produced NaN or infinite outputs in batch {batch_number} "
@@ -313,7 +351,7 @@ def _evaluate_batch(
     known = target if all_labeled else None
     offset = 1
     for t, measures in run.cells.items():
-        count = len(views[t])
+        count = counts[t]
         for m, measure in measures:
             if (t, m) in state.derivatives:
                 derivative = measure.derivative(state.probabilities, pixels, tangents[t])
