@@ -16,6 +16,7 @@ from invkit.api import (
     load_dataset,
     load_model,
     load_outputs,
+    load_per_view,
     run_pass,
 )
 from invkit.errors import InvkitError
@@ -47,5 +48,6 @@ __all__ = [
     "load_dataset",
     "load_model",
     "load_outputs",
+    "load_per_view",
     "run_pass",
 ]

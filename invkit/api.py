@@ -37,6 +37,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "load_outputs",
+    "load_per_view",
     "run_pass",
     "split_spec",
 ]
@@ -69,3 +70,12 @@ def load_outputs(out_dir: str | Path, model: str, dataset: str) -> Outputs:
     from invkit.results.reading import load_outputs as load
 
     return load(out_dir, model, dataset)
+
+
+def load_per_view(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every cell's value on each view of its transform, from a finished study's store: one
+    ``{model, dataset, transform, measure, view, magnitude, value}`` per row, as per_view.csv
+    holds them (docs/outputs.md#per-view-values)."""
+    from invkit.results.reading import load_per_view as load
+
+    return load(out_dir)

@@ -402,6 +402,9 @@ def test_every_cell_keeps_its_value_on_each_view_from_a_pass_or_from_kept_output
     assert outcome.from_outputs == 8 and outcome.forward_images == 0
     rows = per_view_rows(fresh)
     assert per_view_rows(added) == rows  # from kept outputs: the same, bit for bit
+    loaded = invkit.load_per_view(fresh)  # the Python API: the same rows, as numbers
+    assert {(r["model"], r["dataset"], r["transform"], r["measure"], r["view"]): r["value"]
+            for r in loaded} == {k: float(v[1]) for k, v in rows.items()}  # fmt: skip
     assert len(rows) == 2 * 2 * 2 * (3 + 1)  # models × datasets × measures × views
     assert rows["linear", "d0", "rotation", "ei", "90"][0] == "90.0"
     assert rows["linear", "d0", "grayscale", "ei", "0"][0] == ""  # not a magnitude

@@ -113,6 +113,25 @@ class StudyOutputs(Mapping[tuple[str, str], Outputs]):
         return sorted((*key, r.file, r.sha256) for key, r in self.records.items())
 
 
+def load_per_view(out_dir: str | Path) -> list[dict[str, object]]:
+    """Every cell's value on each view, from a study's store (``invkit.load_per_view``)."""
+    path = Path(out_dir) / STORE_NAME
+    if not path.is_file():
+        raise InvkitError(f"{out_dir} holds no study ({STORE_NAME} is missing)")
+    store = Store(path)
+    try:
+        views = store.view_values()
+    finally:
+        store.close()
+    columns = ("model", "dataset", "transform", "measure")
+    return [
+        {**dict(zip(columns, key, strict=True)), "view": view, "magnitude": magnitude,
+         "value": value}
+        for key, rows in views.items()
+        for view, magnitude, value in rows
+    ]  # fmt: skip
+
+
 def load_outputs(out_dir: str | Path, model: str, dataset: str) -> Outputs:
     """The outputs a study in ``out_dir`` kept of ``model`` on ``dataset`` (config labels), as
     numpy arrays memory-mapped from their file once its SHA-256 is verified."""
