@@ -104,7 +104,7 @@ def test_list_takes_a_kind_in_either_number_and_suggestions_ignore_case():
 
 def test_a_study_on_a_terminal_shows_one_bar_for_the_whole_study(tmp_path):
     """On a terminal the study draws its own bar (model × dataset passes done, images per
-    second) above the lines of finished passes."""
+    second) above the lines of finished passes, then one over the analyses, naming each."""
     import fcntl
     import os
     import pty
@@ -114,6 +114,7 @@ def test_a_study_on_a_terminal_shows_one_bar_for_the_whole_study(tmp_path):
     from .conftest import study_with
 
     config = study_with(tmp_path, "linear,other_linear", datasets=2)
+    config.write_text(config.read_text() + '\n[[analyses]]\nname = "model_centric"\n')
     main, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a size
     invkit_cli = str(Path(sys.executable).with_name("invkit"))
@@ -135,3 +136,4 @@ def test_a_study_on_a_terminal_shows_one_bar_for_the_whole_study(tmp_path):
     text = shown.decode(errors="replace")
     assert "study:" in text and "/4 [" in text and "img/s" in text  # 4 passes, a rate
     assert text.count("  linear × d") == 2 and "4 cell(s) computed in 4 pass(es)" in text
+    assert "analyses:" in text and "model_centric" in text  # a bar over the analyses too
