@@ -34,6 +34,8 @@ OUTPUT_FILES = (
     "per_view.csv",
     "correlations.csv",
     "predictions.csv",
+    "estimates.csv",
+    "profiles.csv",
     "models.csv",
     "analyses.json",
     "summary.tex",
