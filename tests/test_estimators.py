@@ -248,8 +248,8 @@ def test_adding_the_estimators_to_a_finished_study_runs_no_forward_pass(tmp_path
     rows = list(csv.DictReader((out / "estimates.csv").open()))
     assert rows[0].keys() >= {"model", "dataset", "estimator", "estimate", "accuracy", "abs_error"}
     names = {row["estimator"] for row in rows}
-    assert names >= {"ac", "doc", "atc_mc", "atc_ne", "gde", "aline_s", "aline_d",
-                     "nuclear_norm", "energy", "rotation·ei", "rotation·agreement"}  # fmt: skip
+    assert names >= {"ac", "doc", "atc_mc", "atc_ne", "gde", "aline_s", "aline_d", "nuclear_norm",
+                     "avg_energy", "mde", "rotation·ei", "rotation·agreement"}  # fmt: skip
     assert {row["dataset"] for row in rows} == {"noise-1", "noise-2", "noise-3", "contrast-3"}
     for row in rows:
         if row["estimate"]:
@@ -400,3 +400,26 @@ def test_a_line_fit_over_equal_scores_says_they_are_equal(finished):
         invkit.errors.EstimatorNeeds, match=r"has no slope: its score is 0\.5 on each"
     ):
         line("linear", "noise-3", study)
+
+
+def test_mde_equals_its_papers_score_and_a_direct_linear_fit(finished):
+    import torch
+
+    study = study_data(finished)
+    for model in MODELS:
+        sets = study.labeled_sets(model, leave_out="noise-3")
+        points = []
+        for dataset in sets:
+            logits = torch.tensor(np.asarray(study.kept[model, dataset].logits["original"]))
+            energies = -torch.logsumexp(logits.double(), dim=1)  # as Peng et al. compute it
+            score = torch.log(-torch.log_softmax(energies, dim=0).mean()).item()
+            kept = invkit.builtins.estimators.mde_score(study.kept[model, dataset])
+            assert kept == pytest.approx(score, abs=1e-6)  # from the kept float64 log-sum-exp
+            points.append((score, study.accuracy(model, dataset)))
+        logits = torch.tensor(np.asarray(study.kept[model, "noise-3"].logits["original"]))
+        at = torch.log(-torch.log_softmax(-torch.logsumexp(logits.double(), 1), 0).mean()).item()
+        slope, intercept = np.polyfit(*zip(*points, strict=True), 1)  # accuracy itself: linear
+        study.target = "noise-3"
+        assert estimator("mde")(model, "noise-3", study) == pytest.approx(
+            intercept + slope * at, abs=1e-6
+        )

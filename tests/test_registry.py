@@ -22,7 +22,7 @@ def test_builtin_components_of_every_kind_are_listed():
         ("analysis", "predict_accuracy"),
         ("analysis", "estimate_accuracy"),
         *(("estimator", e) for e in ("ac", "doc", "atc_mc", "atc_ne", "gde", "aline_s")),
-        *(("estimator", e) for e in ("aline_d", "nuclear_norm", "energy")),
+        *(("estimator", e) for e in ("aline_d", "nuclear_norm", "avg_energy", "mde")),
         ("executor", "local"),
     }
     assert expected <= names

@@ -1,6 +1,6 @@
 """A line fit of accuracy against a dataset score, on the probit scale: the estimator that
 invariance's own estimates use (``estimate_accuracy``) and that the built-in score estimators
-(nuclear norm, energy) specialise (docs/estimators.md)."""
+(nuclear norm, mean energy, MDE) specialise (docs/estimators.md)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,12 @@ def cdf(values: Any) -> Any:
 
 
 class LineFit(Estimator):
-    """Accuracy fitted on the probit scale against a dataset score across the model's labeled
-    test sets (source included, target left out), read off at the target's score."""
+    """Accuracy fitted on the probit scale (``probit_scale``; else accuracy itself) against a
+    dataset score across the model's labeled test sets (source included, target left out),
+    read off at the target's score."""
 
     reads = "the model's accuracies and scores on the labeled test sets, the target's score"
+    probit_scale = True
 
     def __init__(self, score: Any):
         self.score = score
@@ -65,5 +67,8 @@ class LineFit(Estimator):
         if at is None:
             raise InvkitError(f"no {self.label} score of {model!r} on {target!r}")
         xs, ys = zip(*points, strict=True)
+        if not self.probit_scale:
+            slope, intercept = np.polyfit(xs, ys, 1)
+            return float(intercept + slope * at)
         slope, intercept = np.polyfit(xs, probit(ys), 1)
         return float(cdf(intercept + slope * at))

@@ -289,9 +289,20 @@ def nuclear_norm_score(outputs: Any) -> float:
     return outputs.nuclear_norm / np.sqrt(n * min(n, k))
 
 
-def energy_score(outputs: Any) -> float:
-    """The mean log-sum-exp of the logits (the negative free energy; Peng et al. 2024, MDE)."""
+def avg_energy_score(outputs: Any) -> float:
+    """The mean log-sum-exp of the logits, the negative free energy averaged over the images:
+    the AVG ablation of Peng et al. (ICLR 2024), not their MDE."""
     return float(np.mean(np.asarray(outputs.logsumexp["original"], dtype=np.float64)))
+
+
+def mde_score(outputs: Any) -> float:
+    """Meta-distribution energy (Peng et al., ICLR 2024): with each image's energy
+    E = −log Σₖ exp(logitₖ), the score log(log Σᵢ exp(Eᵢ) − mean E), the log of the mean
+    negative log-probability of the images under the softmax of their energies."""
+    from scipy.special import logsumexp
+
+    energies = -np.asarray(outputs.logsumexp["original"], dtype=np.float64)
+    return float(np.log(logsumexp(energies) - energies.mean()))
 
 
 class NuclearNorm(LineFit):
@@ -311,16 +322,30 @@ class NuclearNorm(LineFit):
             raise EstimatorNeeds(f"nuclear_norm: {error}") from None
 
 
-class Energy(LineFit):
-    """Line fit of accuracy on the mean log-sum-exp of the logits (energy, MDE-style)."""
+class AverageEnergy(LineFit):
+    """Line fit of accuracy on the mean log-sum-exp of the logits (the AVG score, an ablation
+    in Peng et al. 2024)."""
 
-    name = "energy"
+    name = "avg_energy"
 
     def __init__(self):
-        super().__init__("energy")
+        super().__init__("avg_energy")
 
     def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
-        return energy_score(study.outputs(model, dataset, self.label))
+        return avg_energy_score(study.outputs(model, dataset, self.label))
+
+
+class MetaDistributionEnergy(LineFit):
+    """MDE (Peng et al., ICLR 2024): a linear fit of accuracy on the meta-distribution energy."""
+
+    name = "mde"
+    probit_scale = False  # the paper fits accuracy itself against the score
+
+    def __init__(self):
+        super().__init__("mde")
+
+    def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
+        return mde_score(study.outputs(model, dataset, self.label))
 
 
 @hookimpl
@@ -334,6 +359,7 @@ def register_estimators(register):
         ALineS,
         ALineD,
         NuclearNorm,
-        Energy,
+        AverageEnergy,
+        MetaDistributionEnergy,
     ):
         register(estimator)
