@@ -215,7 +215,9 @@ class ProfileResult:
 
 
 class InvarianceProfile:
-    """Invariance against the magnitude of each transform whose views are magnitudes, and the
+    """Invariance against the magnitude of a transform, and its correlation with accuracy.
+
+    For each transform whose views are magnitudes: each model's value per magnitude, and the
     model-centric correlation of accuracy with invariance at each magnitude.
 
     ``transforms``: the transform labels to profile (default: every one with magnitudes; one

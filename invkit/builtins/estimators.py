@@ -323,8 +323,7 @@ class NuclearNorm(LineFit):
 
 
 class AverageEnergy(LineFit):
-    """Line fit of accuracy on the mean log-sum-exp of the logits (the AVG score, an ablation
-    in Peng et al. 2024)."""
+    """Line fit of accuracy on the mean log-sum-exp of the logits (Peng et al.'s AVG ablation)."""
 
     name = "avg_energy"
 

@@ -148,7 +148,7 @@ def _affine(
 
 
 class Translation(Family):
-    """Shift by each number of pixels along ``axis`` (``x``: to the right, ``y``: down).
+    """Shift by each number of pixels along x (to the right) or y (down).
 
     Whole-pixel shifts move pixels (exact); a fractional shift samples bilinearly. The pixels
     the shift uncovers are filled by ``padding``: zeros, the border's, or a reflection.
@@ -197,8 +197,9 @@ class Translation(Family):
 
 
 class Scale(Family):
-    """Zoom about the image centre by each factor (> 1 enlarges, < 1 shrinks), keeping the size;
-    what the shrunk image no longer covers is filled by ``padding``."""
+    """Zoom about the image centre by each factor (> 1 enlarges, < 1 shrinks).
+
+    The size is kept; what the shrunk image no longer covers is filled by ``padding``."""
 
     name = "scale"
 
@@ -231,8 +232,9 @@ class Scale(Family):
 
 
 class Flip(Transform):
-    """Mirror the image: one view per direction, ``horizontal`` (left and right swap) or
-    ``vertical`` (top and bottom swap). Exact."""
+    """Mirror the image, one view per direction: horizontal or vertical (exact).
+
+    ``horizontal`` swaps left and right, ``vertical`` top and bottom."""
 
     name = "flip"
 
@@ -294,8 +296,9 @@ class Brightness(Family):
 
 
 class Contrast(Family):
-    """Blend each image with the mean of its luminance by each factor (0: flat gray at that
-    mean, 1: unchanged), clipped to [0, 1]."""
+    """Scale the contrast by each factor (0: flat gray, 1: unchanged), clipped to [0, 1].
+
+    Each image is blended with the mean of its luminance."""
 
     name = "contrast"
 
@@ -315,7 +318,9 @@ class Contrast(Family):
 
 
 class Saturation(Family):
-    """Blend each pixel with its luminance by each factor (0: gray, 1: unchanged), clipped."""
+    """Scale the saturation by each factor (0: gray, 1: unchanged), clipped to [0, 1].
+
+    Each pixel is blended with its luminance."""
 
     name = "saturation"
     channels = (3,)
@@ -332,8 +337,9 @@ class Saturation(Family):
 
 
 class Hue(Family):
-    """Turn every pixel's hue by each shift, a fraction of the hue circle in [-0.5, 0.5]
-    (HSV, as torchvision's ``adjust_hue``), through kornia's ``adjust_hue``."""
+    """Turn every pixel's hue by each shift, a fraction of the hue circle in [-0.5, 0.5].
+
+    HSV, as torchvision's ``adjust_hue``, through kornia's ``adjust_hue``."""
 
     name = "hue"
     channels = (3,)
@@ -357,8 +363,9 @@ def blur_kernel_size(sigma: float) -> int:
 
 
 class GaussianBlur(Family):
-    """Blur with a Gaussian of each standard deviation σ in pixels (0: unchanged), a kernel of
-    2⌈3σ⌉ + 1 pixels, the border reflected (kornia's ``gaussian_blur2d``)."""
+    """Blur with a Gaussian of each standard deviation σ in pixels (0: unchanged).
+
+    A kernel of 2⌈3σ⌉ + 1 pixels, the border reflected (kornia's ``gaussian_blur2d``)."""
 
     name = "gaussian_blur"
 
@@ -429,9 +436,10 @@ class GaussianNoise(Family):
 
 
 class Jpeg(Family):
-    """Compress each image as JPEG at each quality (1 to 100) and decode it again (libjpeg
-    through Pillow, on the CPU, its default 4:2:0 chroma subsampling): the pixels are rounded to
-    8 bits first."""
+    """Compress each image as JPEG at each quality (1 to 100) and decode it again.
+
+    libjpeg through Pillow, on the CPU, with its default 4:2:0 chroma subsampling; the pixels
+    are rounded to 8 bits first."""
 
     name = "jpeg"
 

@@ -136,9 +136,10 @@ class CosineSimilarity(Measure):
 
 
 class LieDerivative(Measure):
-    """Local invariance: the mean over classes of |d/dt softmax(f(T_t x))| at t = 0, the Lie
-    derivative of the model along the transform's generator (Gruver et al., ICLR 2023), per
-    unit of the transform's magnitude (a degree, a pixel, a factor). Lower is more invariant.
+    """The Lie derivative (Gruver et al., ICLR 2023): local invariance, lower is more invariant.
+
+    The mean over classes of |d/dt softmax(f(T_t x))| at t = 0, along the transform's
+    generator, per unit of the transform's magnitude (a degree, a pixel, a factor).
 
     ``method``: ``auto`` (forward mode, else double backward), ``forward`` or
     ``double_backward``; both are exact Jacobian-vector products."""
