@@ -224,8 +224,9 @@ def test_a_worker_killed_mid_pass_is_retried_and_results_are_identical(tmp_path,
     add_logged_model(config, "dies_once", log, "die_once")
     outcome = Study(load_config(on_ray(config)), out_dir=tmp_path / "ray", progress=False).run()
     assert not outcome.failures and outcome.computed == 2
-    pids = log.read_text().split()  # one line per batch of 8: killed at its first batch,
-    assert len(pids) == 1 + 4 and pids[0] not in pids[1:]  # then all 4 in a new worker
+    pids = log.read_text().split()  # one line per forward: killed at its first, then per
+    # batch of 8 the originals and one chunk of the 3 views, all 4 batches in a new worker
+    assert len(pids) == 1 + 4 * 2 and pids[0] not in pids[1:]
     cells = results(tmp_path / "ray")  # logged() wraps linear() with the same seed
     assert cells[("dies_once", "d0", "rotation", "ei")] == cells[("linear", "d0", "rotation", "ei")]
 
