@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 
 import invkit
-from invkit.config import load_config
+from invkit.config import ConfigError, load_config
 from invkit.run.study import Study
 
 from .conftest import HERE
@@ -107,3 +107,11 @@ def test_a_profile_of_a_transform_without_magnitudes_is_refused(tmp_path):
              "views": [{"view": "0", "magnitude": None, "value": 0.5}]}]  # fmt: skip
     with pytest.raises(invkit.InvkitError, match="'grayscale' have no magnitudes"):
         profile(rows)
+    config = write_study(
+        tmp_path, 'name = "invariance_profile"\nparams = { transforms = ["grayscale"] }'
+    )
+    with pytest.raises(
+        ConfigError, match="'grayscale' have no magnitudes.*profile one of: rotation"
+    ):
+        Study(load_config(config), out_dir=tmp_path / "out", progress=False)  # before any pass
+    assert not (tmp_path / "out").exists()

@@ -238,6 +238,25 @@ class InvarianceProfile:
         self.transforms = None if transforms is None else [str(t) for t in transforms]
         self.params = {"transforms": self.transforms, **self.correlation.params}
 
+    def check_transforms(self, transforms: Mapping[str, Any]) -> None:
+        """Before any pass: each transform named in ``transforms`` is in the study and its
+        views are magnitudes (``invkit check`` and a study refuse it otherwise)."""
+        if self.transforms is None:
+            return
+        with_magnitudes = [t for t, x in transforms.items() if getattr(x, "magnitudes", None)]
+        for name in self.transforms:
+            if name not in transforms:
+                raise InvkitError(
+                    f"invariance_profile: transform {name!r} is not in the study; its "
+                    f"transforms: {', '.join(transforms) or 'none'}"
+                )
+            if name not in with_magnitudes:
+                raise InvkitError(
+                    f"invariance_profile: transform(s) {name!r} have no magnitudes (their views "
+                    "are not magnitudes of one family); profile one of: "
+                    + (", ".join(with_magnitudes) or "none in this study")
+                )
+
     def __call__(self, table: Iterable[Mapping[str, Any]]) -> ProfileResult:
         table = [row for row in table if row.get("views")]
         profiled = [  # a derivative measure's cells have one view, no magnitude: left out

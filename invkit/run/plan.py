@@ -140,6 +140,11 @@ class StudyPlan:
             with problems.at(f"measures[{label!r}]"):
                 check_generators(label, self.transforms)
         self.analyses = _build("analyses", config.analyses, get_analysis, problems)
+        for label, analysis in self.analyses.items():
+            check = getattr(analysis, "check_transforms", None)
+            if callable(check):
+                with problems.at(f"analyses[{label!r}]"):
+                    check(self.transforms)
         with problems.at("run.executor"):
             self.executor = get_executor(config.run.executor, **config.run.executor_params)
         self._versions: dict[tuple[str, str], str] = {}
