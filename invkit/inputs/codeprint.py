@@ -16,7 +16,6 @@ registered it:
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import inspect
 import marshal
 import sys
@@ -58,7 +57,7 @@ def _module_of(obj: Any) -> types.ModuleType | None:
 
 def module_code(module: types.ModuleType, factory: Any) -> list[Any]:
     """One module's part of a component's code digest (the rule in this module's docstring)."""
-    from invkit.inputs.usercode import dependency_modules, module_owners
+    from invkit.inputs.usercode import dependency_modules, distribution_versions
     from invkit.version import __version__
 
     top = module.__name__.split(".")[0]
@@ -66,7 +65,7 @@ def module_code(module: types.ModuleType, factory: Any) -> list[Any]:
     if top == "invkit":
         return ["invkit", __version__, module.__name__, file_sha256(file) if file else None]
     if top in dependency_modules():
-        return [top, _versions(module_owners().get(top, []))]
+        return [top, distribution_versions(top)]
     package = sys.modules.get(top, module)
     folders = list(getattr(package, "__path__", []) or [])
     if folders:
@@ -74,16 +73,6 @@ def module_code(module: types.ModuleType, factory: Any) -> list[Any]:
     if file and Path(file).is_file():
         return [top, file_sha256(file)]
     return [top, "live", live_code(factory)]
-
-
-def _versions(distributions: list[str]) -> list[str]:
-    versions = []
-    for name in sorted(set(distributions)):
-        try:
-            versions.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def _folder_files(folders: tuple[str, ...]) -> list[tuple[str, str]]:

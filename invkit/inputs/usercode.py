@@ -202,7 +202,8 @@ def import_factory(rest: str) -> Any:
     return factory
 
 
-def _distribution_versions(top_level: str) -> list[str]:
+def distribution_versions(top_level: str) -> list[str]:
+    """``name==version`` of each installed distribution providing a top-level module."""
     names = module_owners().get(top_level, [])
     versions = []
     for name in sorted(set(names)):
@@ -233,5 +234,5 @@ def python_spec_fingerprint(rest: str) -> dict[str, Any]:
     origin = spec.origin if spec.origin and Path(spec.origin).is_file() else None
     return {
         "source": file_sha256(origin) if origin else None,
-        "distribution": _distribution_versions(module_name.split(".")[0]),
+        "distribution": distribution_versions(module_name.split(".")[0]),
     }
