@@ -20,7 +20,14 @@ from invkit.api import (
     run_pass,
 )
 from invkit.errors import InvkitError
-from invkit.plugin.components import Estimator, LoadedModel, Measure, Preprocessing, Transform
+from invkit.plugin.components import (
+    Estimate,
+    Estimator,
+    LoadedModel,
+    Measure,
+    Preprocessing,
+    Transform,
+)
 from invkit.plugin.hookspecs import hookimpl
 from invkit.plugin.passes import JobOutcome
 from invkit.version import __version__
@@ -29,6 +36,7 @@ MOVED_MODULES = moved.install()
 
 
 __all__ = [
+    "Estimate",
     "Estimator",
     "InvkitError",
     "JobOutcome",

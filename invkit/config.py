@@ -122,6 +122,7 @@ class ModelEntry:
     spec: str
     params: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None  # runs of one training recipe (seeds): GDE's partners
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class DatasetEntry:
     held_out: bool = False  # labels kept from the analyses; accuracy shown beside predictions
     source: bool = False  # the labeled in-distribution set direct estimators fit on (one)
     verify: str = "listing"  # what fingerprints its files: names, sizes, times; or "content"
+    meta_set: bool = False  # a synthetic shift of a labeled set: line fits use it, never a target
 
 
 VIEWS_PER_FORWARD = 4  # a chunk of views: a batch's forward pass big enough, memory flat
@@ -242,7 +244,7 @@ def _table_list(data: Mapping[str, Any], key: str) -> list[Any]:
     return _expect(f"'{key}'", value, list, "a list")
 
 
-MODEL_KEYS = ["name", "spec", "specs", "specs_file", "params", "preprocessing"]
+MODEL_KEYS = ["name", "spec", "specs", "specs_file", "params", "preprocessing", "group"]
 
 
 MAX_LIST_BYTES = 4 * 2**20  # a specs_file: about 100,000 specs
@@ -292,7 +294,7 @@ def _models(i: int, raw: Any, base_dir: Path) -> list[ModelEntry]:
         origin = f"{where}.specs_file ({path.name})"
     if not specs:
         raise ConfigError(f"{where}: {origin} lists no model")
-    shared = {k: raw[k] for k in ("params", "preprocessing") if k in raw}
+    shared = {k: raw[k] for k in ("params", "preprocessing", "group") if k in raw}
     return [_model(f"{origin}[{j}]", {"spec": spec, **shared}) for j, spec in enumerate(specs)]
 
 
@@ -318,23 +320,25 @@ def _model(where: str, raw: Any) -> ModelEntry:
         spec=spec,
         params=dict(_expect(f"{where}.params", raw.get("params", {}), Mapping, "a table")),
         preprocessing=preprocessing,
+        group=_optional_str(f"{where}.group", raw.get("group")),
     )
 
 
-def _dataset(i: int, raw: Any) -> DatasetEntry:
+def _dataset(i: int, raw: Any) -> DatasetEntry | list[DatasetEntry]:
+    """One ``[[datasets]]`` entry; with ``meta_sets``, also its shifted copies (``meta_sets``)."""
     where = f"datasets[{i}]"
     if isinstance(raw, str):
         return DatasetEntry(name=raw, spec=raw)
     _expect(where, raw, Mapping, 'a table such as { spec = "imagefolder:/data/val" }')
-    known = [f.name for f in fields(DatasetEntry)] + list(SHIFT_SHORTHAND)
-    _check_keys(where, raw, known)
+    known = [f.name for f in fields(DatasetEntry) if f.name != "meta_set"]
+    _check_keys(where, raw, [*known, *SHIFT_SHORTHAND, "meta_sets"])
     if "spec" not in raw:
         raise ConfigError(f'{where} needs a spec, e.g. spec = "imagefolder:/data/val"')
     spec = _expect(f"{where}.spec", raw["spec"], str, "a string")
     limit = raw.get("limit")
     if limit is not None and (_expect(f"{where}.limit", limit, int, "a positive integer") < 1):
         raise ConfigError(f"{where}.limit must be a positive integer; got {limit}")
-    return DatasetEntry(
+    entry = DatasetEntry(
         name=_expect(f"{where}.name", raw.get("name", spec), str, "a string"),
         spec=spec,
         params=dict(_expect(f"{where}.params", raw.get("params", {}), Mapping, "a table")),
@@ -347,6 +351,56 @@ def _dataset(i: int, raw: Any) -> DatasetEntry:
         source=_expect(f"{where}.source", raw.get("source", False), bool, "true or false"),
         verify=_choice(f"{where}.verify", raw.get("verify", "listing"), VERIFY_MODES),
     )
+    if "meta_sets" not in raw:
+        return entry
+    return [entry, *meta_sets(f"{where}.meta_sets", entry, raw["meta_sets"])]
+
+
+META_SET_FORM = (
+    'a table such as { shifts = ["contrast", "gaussian_noise"], severities = [1, 2, 3] }'
+)
+
+
+def meta_sets(where: str, base: DatasetEntry, raw: Any) -> list[DatasetEntry]:
+    """The meta-sets of a labeled dataset: a copy of it per shift and severity, named
+    ``NAME+SHIFT-SEVERITY``, labeled, and marked so that estimators fit on them and never
+    estimate them (Deng & Zheng, CVPR 2021). ``shifts = "all"``: every registered shift that
+    takes a severity."""
+    _expect(where, raw, Mapping, META_SET_FORM)
+    _check_keys(where, raw, ["shifts", "severities"])
+    if base.held_out or base.shift is not None:
+        why = "is held out" if base.held_out else "has a shift of its own"
+        raise ConfigError(
+            f"{where}: dataset {base.name!r} {why}; meta-sets are made from a labeled, unshifted "
+            "set (the source, usually)"
+        )
+    shifts = raw.get("shifts", "all")
+    if shifts == "all":
+        from invkit.lookup import list_components
+
+        shifts = [
+            c.name for c in list_components("shift") if any(p.name == "severity" for p in c.params)
+        ]
+    _expect(f"{where}.shifts", shifts, list, '"all" or a list of shift names')
+    severities = _expect(f"{where}.severities", raw.get("severities", [1, 2, 3, 4, 5]), list,
+                         "a list of integers")  # fmt: skip
+    for value in [*shifts, *severities]:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ConfigError(f"{where}: {value!r} is neither a shift name nor a severity")
+    if not shifts or not severities or any(not isinstance(s, int) for s in severities):
+        raise ConfigError(f"{where} must be {META_SET_FORM}: at least one of each, severities "
+                          "as integers")  # fmt: skip
+    return [
+        dataclasses.replace(
+            base,
+            name=f"{base.name}+{shift}-{severity}",
+            shift=ComponentEntry(name=shift, component=shift, params={"severity": severity}),
+            source=False,
+            meta_set=True,
+        )
+        for shift in dict.fromkeys(shifts)
+        for severity in dict.fromkeys(severities)
+    ]
 
 
 def _shift(where: str, raw: Mapping[str, Any]) -> ComponentEntry | None:

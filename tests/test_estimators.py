@@ -262,7 +262,8 @@ def test_adding_the_estimators_to_a_finished_study_runs_no_forward_pass(tmp_path
     assert [b["mae"] for b in board if b["mae"] is not None] == sorted(
         b["mae"] for b in board if b["mae"] is not None
     )
-    assert {b["pairs"] for b in board if b["mae"] is not None} == {3 * 2}  # held-out pairs
+    scored = {b["pairs"] + b["flagged"] for b in board if b["mae"] is not None}
+    assert scored == {3 * 2}  # held-out pairs, trusted or flagged
     summary = (out / "report.md").read_text()
     assert "Label-free accuracy estimates" in summary and "| aline_s |" in summary
 
@@ -420,6 +421,9 @@ def test_mde_equals_its_papers_score_and_a_direct_linear_fit(finished):
         at = torch.log(-torch.log_softmax(-torch.logsumexp(logits.double(), 1), 0).mean()).item()
         slope, intercept = np.polyfit(*zip(*points, strict=True), 1)  # accuracy itself: linear
         study.target = "noise-3"
-        assert estimator("mde")(model, "noise-3", study) == pytest.approx(
-            intercept + slope * at, abs=1e-6
-        )
+        answer = estimator("mde")(model, "noise-3", study)
+        assert answer.value == pytest.approx(intercept + slope * at, abs=1e-6)
+        assert answer.fit_sets == len(points) == 3
+        scores = [x for x, _ in points]
+        outside = not min(scores) <= at <= max(scores)
+        assert answer.flag.startswith("extrapolated") == outside

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from invkit.errors import EstimatorNeeds, InvkitError
-from invkit.plugin.components import Estimator
+from invkit.plugin.components import Estimate, Estimator
 
 PROBIT_CLIP = 1e-6  # accuracies and agreements of exactly 0 or 1 have no probit
 
@@ -31,7 +31,8 @@ def cdf(values: Any) -> Any:
 class LineFit(Estimator):
     """Accuracy fitted on the probit scale (``probit_scale``; else accuracy itself) against a
     dataset score across the model's labeled test sets (source included, target left out),
-    read off at the target's score."""
+    read off at the target's score. The estimate says how many sets the fit used, and is
+    flagged "extrapolated" where the target's score lies outside the fitted range."""
 
     reads = "the model's accuracies and scores on the labeled test sets, the target's score"
     probit_scale = True
@@ -67,8 +68,19 @@ class LineFit(Estimator):
         if at is None:
             raise InvkitError(f"no {self.label} score of {model!r} on {target!r}")
         xs, ys = zip(*points, strict=True)
-        if not self.probit_scale:
-            slope, intercept = np.polyfit(xs, ys, 1)
-            return float(intercept + slope * at)
-        slope, intercept = np.polyfit(xs, probit(ys), 1)
-        return float(cdf(intercept + slope * at))
+        ys_fitted = probit(ys) if self.probit_scale else np.asarray(ys, dtype=np.float64)
+        slope, intercept = np.polyfit(xs, ys_fitted, 1)
+        value = intercept + slope * at
+        low, high = min(xs), max(xs)
+        flag = ""
+        if not low <= at <= high:
+            flag = (
+                f"extrapolated: {model!r}'s score {at:.6g} on {target!r} lies outside the "
+                f"{low:.6g} to {high:.6g} it was fitted on"
+            )
+        return Estimate(
+            float(cdf(value)) if self.probit_scale else float(value),
+            flag=flag,
+            fit_sets=len(points),
+            detail=f"fit on {len(points)} labeled sets, scores {low:.6g} to {high:.6g}",
+        )

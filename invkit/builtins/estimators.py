@@ -15,8 +15,10 @@ import numpy as np
 
 from invkit.analysis.linefit import LineFit, cdf, probit
 from invkit.errors import EstimatorNeeds, InvkitError
-from invkit.plugin.components import Estimator
+from invkit.plugin.components import Estimate, Estimator
 from invkit.plugin.hookspecs import hookimpl
+
+ALINE_MIN_R2 = 0.9  # docs/estimators.md: why this default
 
 
 def _confidence(outputs: Any) -> np.ndarray:
@@ -169,35 +171,56 @@ def agreement(study: Any, first: str, second: str, dataset: str, name: str) -> f
 
 
 class GeneralizationDisagreement(Estimator):
-    """GDE: agreement with a second model's predictions on the target (Jiang et al. 2022).
+    """GDE: agreement with a second run of the same recipe on the target (Jiang et al. 2022).
 
-    ``other``: that model's label (default: the next model of the study)."""
+    ``other``: that model's label; else the next model of the study in the same ``group``
+    (the key a [[models]] entry gives to runs of one recipe, e.g. seeds)."""
 
     name = "gde"
-    reads = "two models' top-1 predictions on the target"
+    reads = "two same-recipe models' top-1 predictions on the target"
 
     def __init__(self, other: str = ""):
         self.other = other
 
+    def partner(self, model: str, study: Any) -> str:
+        """The model GDE compares ``model`` with: ``other``, or the next one in its group."""
+        if self.other:
+            if self.other not in study.models:
+                raise EstimatorNeeds(f"gde's other model {self.other!r} is not in the study")
+            return self.other
+        group = study.groups.get(model)
+        if group is None:
+            raise EstimatorNeeds(
+                f"gde compares {model!r} with a second training run of the same recipe: give "
+                'the runs one group key in their [[models]] entries (group = "..."), or name '
+                'the partner with params = { other = "..." }'
+            )
+        runs = [m for m in study.models if study.groups.get(m) == group]
+        if len(runs) < 2:
+            raise EstimatorNeeds(
+                f"gde: {model!r} is the only model of group {group!r}; it needs a second run "
+                "of the same recipe in that group"
+            )
+        return runs[(runs.index(model) + 1) % len(runs)]
+
     def __call__(self, model, target, study):
-        other = self.other
-        if not other:
-            if len(study.models) < 2:
-                raise EstimatorNeeds("gde needs a second model in the study to agree with")
-            other = study.models[(study.models.index(model) + 1) % len(study.models)]
-        if other not in study.models:
-            raise EstimatorNeeds(f"gde's other model {other!r} is not in the study")
-        return agreement(study, model, other, target, self.name)
+        return agreement(study, model, self.partner(model, study), target, self.name)
 
 
 class _AgreementOnTheLine(Estimator):
     """ALine (Baek et al. 2022): over every pair of models, probit agreement on the target is
     linear in probit agreement on the source, with the slope and bias that relate the models'
     accuracies; pairs agreeing on under 5% or over 98% of images are left out, as the
-    authors do."""
+    authors do. That line is the premise, and it needs no labels: where its R² on a target is
+    below ``min_r2``, the estimate is flagged."""
 
     reads = "every model's top-1 predictions on the source and the target; source accuracies"
     low, high = 0.05, 0.98
+
+    def __init__(self, min_r2: float = ALINE_MIN_R2):
+        if not 0.0 <= min_r2 <= 1.0:
+            raise InvkitError(f"{self.name}: min_r2 must lie in [0, 1]; got {min_r2}")
+        self.min_r2 = min_r2
 
     def fit(self, target: str, study: Any) -> dict[str, Any]:
         key = ("aline", target)
@@ -240,7 +263,18 @@ class _AgreementOnTheLine(Estimator):
                 f"{self.name}: the pairs left do not determine every model's accuracy "
                 "(too few distinct pairs); aline_s still applies"
             )
-        return float(estimates[fitted["models"].index(model)])
+        r2, pairs = fitted["r2"], fitted["pairs"]
+        flag = ""
+        if r2 < self.min_r2:
+            flag = (
+                f"premise failed: the probit agreement line on {target!r} has R² {r2:.3f} "
+                f"< {self.min_r2:g}"
+            )
+        return Estimate(
+            float(estimates[fitted["models"].index(model)]),
+            flag=flag,
+            detail=f"agreement line R² {r2:.3f} over {pairs} pairs",
+        )
 
 
 class ALineS(_AgreementOnTheLine):
@@ -265,9 +299,13 @@ def aline(
     squares. ALine-S carries each model's source accuracy along it: Φ(a Φ⁻¹(acc) + b). ALine-D
     solves, in least squares, ½(xᵢ + xⱼ) = Φ⁻¹(target agreementᵢⱼ) + a (½(Φ⁻¹(accᵢ) +
     Φ⁻¹(accⱼ)) − Φ⁻¹(source agreementᵢⱼ)) for every model's probit target accuracy x (only
-    when the pairs determine every x)."""
+    when the pairs determine every x). ``r2``: the line's coefficient of determination, the
+    premise check that needs no labels."""
     x, y = probit(source_agreement), probit(target_agreement)
     slope, bias = np.polyfit(x, y, 1)
+    residual = y - (slope * x + bias)
+    spread = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum(residual**2)) / spread if spread > 0 else 1.0
     accuracy = probit(source_accuracy)
     design = np.zeros((len(pairs), len(accuracy)))
     for row, (i, j) in enumerate(pairs):
@@ -278,6 +316,8 @@ def aline(
     return {
         "slope": float(slope),
         "bias": float(bias),
+        "r2": r2,
+        "pairs": len(pairs),
         "aline_s": cdf(slope * accuracy + bias),
         "aline_d": cdf(solved) if rank == len(accuracy) else None,
     }

@@ -5,6 +5,7 @@ component base classes and records, and the types a study's passes and executors
 """
 
 from invkit.plugin.components import (
+    Estimate,
     Estimator,
     LoadedModel,
     Measure,
@@ -17,6 +18,7 @@ from invkit.plugin.passes import Cell, JobOutcome, PassResult, PassSpec, Resolve
 
 __all__ = [
     "Cell",
+    "Estimate",
     "Estimator",
     "JobOutcome",
     "LoadedModel",

@@ -84,8 +84,24 @@ class Measure:
         return f"{type(self).__name__}()"
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """An estimate with what qualifies it, for an estimator that knows more than the number.
+
+    ``flag``: why it should not be taken as it stands (its premise failed on this target, or
+    a line fit read it outside the range of scores it was fitted on); the leaderboard ranks
+    flagged estimates apart. ``fit_sets``: how many labeled test sets a fit used. ``detail``:
+    what the estimate rests on, in a few words (a line's R², the fitted score range)."""
+
+    value: float
+    flag: str = ""
+    fit_sets: int | None = None
+    detail: str = ""
+
+
 class Estimator:
-    """A label-free accuracy estimate: ``estimator(model, target, study) -> float`` in [0, 1].
+    """A label-free accuracy estimate: ``estimator(model, target, study)`` gives a float in
+    [0, 1], or an ``Estimate`` carrying a flag, the number of fit sets and a detail.
 
     ``study`` is an ``invkit.analysis.estimation.StudyData``; raise ``invkit.errors.EstimatorNeeds``
     when it lacks what the estimate needs (a source set, full logits, other models).
@@ -95,7 +111,7 @@ class Estimator:
     name: str = ""
     reads: str = ""
 
-    def __call__(self, model: str, target: str, study: Any) -> float:
+    def __call__(self, model: str, target: str, study: Any) -> float | Estimate:
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -88,12 +88,16 @@ def per_view_table(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def analysis_rows(table: list[dict[str, Any]], config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows the analyses see: each cell's value as ``invariance``; a held-out dataset's
     accuracy moved to ``true_accuracy``, so analyses treat it as unlabeled and predictions
-    can be checked against it; ``source`` marks the source set's rows."""
+    can be checked against it; ``source`` marks the source set's rows, ``meta_set`` a
+    meta-set's, ``group`` names the model's recipe group."""
     held_out = {d["name"] for d in config["datasets"] if d.get("held_out")}
     sources = {d["name"] for d in config["datasets"] if d.get("source")}
+    meta = {d["name"] for d in config["datasets"] if d.get("meta_set")}
+    groups = {m["name"]: m["group"] for m in config["models"] if m.get("group")}
     rows = []
     for row in table:
-        row = {**row, "invariance": row["value"], "source": row["dataset"] in sources}
+        row = {**row, "invariance": row["value"], "source": row["dataset"] in sources,
+               "meta_set": row["dataset"] in meta, "group": groups.get(row["model"])}  # fmt: skip
         if row["dataset"] in held_out:
             row["true_accuracy"], row["accuracy"] = row["accuracy"], None
         rows.append(row)
@@ -305,7 +309,8 @@ def render_analyses(
     """Report sections, merged CSV tables, analyses.json content and the plots written now,
     each analysis run (or taken from the cache when nothing it depends on changed) and
     rendered by what it offers. An analysis that declares ``reads_outputs`` is also given
-    the study's kept outputs, which are then part of its cache key. ``progress``: a bar over
+    the study's kept outputs, which are then part of its cache key; only an analysis that
+    declares ``reads_meta_sets`` is given the meta-sets' rows. ``progress``: a bar over
     the analyses, naming the one that runs (on a terminal)."""
     from tqdm.auto import tqdm
 
@@ -315,7 +320,8 @@ def render_analyses(
     cache = ReportCache(out_dir)
     sections, tables, as_json = [], {}, {}
     written: set[str] = set()  # PNG plots rendered by this run (not taken from the cache)
-    rows_digest = digest(rows)
+    plain = [row for row in rows if not row.get("meta_set")]  # meta-sets: fit sets only
+    digests = {True: digest(rows), False: digest(plain)}
     bar = tqdm(
         analyses.items(), desc="analyses", unit="analysis", leave=False,
         disable=None if progress else True,
@@ -329,13 +335,15 @@ def render_analyses(
         except InvkitError:  # an analysis handed in directly, not by name
             version = repr(analysis)
         reads_outputs = bool(getattr(analysis, "reads_outputs", False))
+        reads_meta = bool(getattr(analysis, "reads_meta_sets", False))
+        given = rows if reads_meta else plain
         kept = outputs if outputs is not None else StudyOutputs(out_dir, {})
-        depends = [rows_digest, kept.digest() if reads_outputs else None]
+        depends = [digests[reads_meta], kept.digest() if reads_outputs else None]
         depends.append([component_version(*used) for used in getattr(analysis, "uses", ())])
         key = digest([VERSION, component, version, entry.get("params", {}), depends])
         rendered = cache.get(label, key, out_dir)
         if rendered is None:
-            result = analysis(rows, outputs=kept) if reads_outputs else analysis(rows)
+            result = analysis(given, outputs=kept) if reads_outputs else analysis(given)
             rendered = render_analysis(label, component, result, out_dir / "plots")
             written.update(Path(path).name for _, path in rendered.section.plots)
         cache.put(label, key, rendered)

@@ -247,7 +247,7 @@ class StudyPlan:
             {
                 k: v
                 for k, v in options.items()
-                if k not in ("name", "spec", "params", "shift", "held_out", "source")  # analyses
+                if k not in ("name", "spec", "params", "shift", "held_out", "source", "meta_set")
             }
         )
         return entry
