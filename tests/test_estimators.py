@@ -427,3 +427,49 @@ def test_mde_equals_its_papers_score_and_a_direct_linear_fit(finished):
         scores = [x for x, _ in points]
         outside = not min(scores) <= at <= max(scores)
         assert answer.flag.startswith("extrapolated") == outside
+
+
+def test_mano_and_doc_regression_are_direct_linear_fits_on_the_kept_logits(finished):
+    from .test_estimators_recent import mano_in_torch
+
+    study = study_data(finished)
+    scores = {
+        "mano": lambda out: mano_in_torch(np.asarray(out.logits["original"])),
+        "doc_fit": lambda out: softmax(out.logits["original"]).max(1).mean(),
+    }
+    for name, score in scores.items():
+        for model in MODELS:
+            sets = study.labeled_sets(model, leave_out="noise-3")
+            points = [(score(study.kept[model, d]), study.accuracy(model, d)) for d in sets]
+            slope, intercept = np.polyfit(*zip(*points, strict=True), 1)
+            study.target = "noise-3"
+            answer = estimator(name)(model, "noise-3", study)
+            at = score(study.kept[model, "noise-3"])
+            assert answer.value == pytest.approx(intercept + slope * at, abs=1e-6)
+            assert answer.fit_sets == len(sets) == 3
+
+
+def test_the_documented_temperature_line_runs_and_equals_a_direct_computation(tmp_path, finished):
+    documented = next(
+        line
+        for line in (HERE.parent / "docs" / "estimators.md").read_text().splitlines()
+        if line.startswith("params = { estimators = [{") and "atc_mc_ts" in line
+    )
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    config = write_study(tmp_path, analyses=True)  # ends with [[analyses]] estimate_accuracy
+    config.write_text(config.read_text() + documented + "\n")
+    Study(load_config(config), out_dir=out, progress=False, echo=lambda _: None).run()
+    rows = list(csv.DictReader((out / "estimates.csv").open()))
+    rows = [row for row in rows if row["estimator"] == "atc_mc_ts"]
+    assert len(rows) == len(MODELS) * 4
+    study = study_data(out)
+    for row in rows:
+        source = study.kept[row["model"], "clean"]
+        target = study.kept[row["model"], row["dataset"]]
+        t = fit_temperature(source.logits["original"], np.asarray(source.targets))
+        scaled_source = softmax(np.asarray(source.logits["original"]) / t).max(1)
+        correct = np.asarray(source.predictions) == np.asarray(source.targets)
+        threshold = np.sort(scaled_source)[np.count_nonzero(~correct)]
+        scaled_target = softmax(np.asarray(target.logits["original"]) / t).max(1)
+        assert float(row["estimate"]) == pytest.approx(np.mean(scaled_target >= threshold))

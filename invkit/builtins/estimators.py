@@ -47,6 +47,24 @@ class DifferenceOfConfidences(Estimator):
         return float(accuracy - drop.mean())
 
 
+def full_logits(outputs: Any, needer: str) -> np.ndarray:
+    """The kept logits on the originals, as float64; ``EstimatorNeeds`` naming ``needer`` and
+    the setting that keeps them when the study kept only summaries."""
+    if "original" not in outputs.logits:
+        raise EstimatorNeeds(
+            f"{needer} needs the logits of {outputs.model!r} × {outputs.dataset!r}: run the "
+            "study with run.outputs = 'full'"
+        )
+    return np.asarray(outputs.logits["original"], dtype=np.float64)
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Each row's softmax, in float64."""
+    from scipy.special import softmax
+
+    return softmax(np.asarray(logits, dtype=np.float64), axis=1)
+
+
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     """The temperature T > 0 minimising the negative log-likelihood of softmax(logits / T) on
     labeled images (Guo et al. 2017), as ATC's authors calibrate the source."""
@@ -115,12 +133,7 @@ class AverageThresholdedConfidence(Estimator):
             return -np.asarray(outputs.entropy["original"], dtype=np.float64)
         from scipy.special import log_softmax
 
-        if "original" not in outputs.logits:
-            raise EstimatorNeeds(
-                f"{self.name} with temperature = true needs the logits of {outputs.model!r} × "
-                f"{outputs.dataset!r}: run the study with run.outputs = 'full'"
-            )
-        logits = np.asarray(outputs.logits["original"], dtype=np.float64)
+        logits = full_logits(outputs, f"{self.name} with temperature = true")
         log_p = log_softmax(logits / temperature, axis=1)
         if self.score == "mc":
             return np.exp(log_p.max(axis=1))
@@ -132,9 +145,8 @@ class AverageThresholdedConfidence(Estimator):
         correct = np.asarray(source.predictions) == labels
         temperature = None
         if self.temperature:
-            if "original" not in source.logits:
-                self._scores(source, 1.0)  # raises what is missing
-            temperature = fit_temperature(source.logits["original"], labels)
+            logits = full_logits(source, f"{self.name} with temperature = true")
+            temperature = fit_temperature(logits, labels)
         threshold = atc_threshold(self._scores(source, temperature), correct)
         return threshold.share(self._scores(study.outputs(model, target, self.name), temperature))
 
@@ -387,6 +399,144 @@ class MetaDistributionEnergy(LineFit):
         return mde_score(study.outputs(model, dataset, self.label))
 
 
+def label_distribution(outputs: Any) -> np.ndarray:
+    """The share of each class among a labeled set's images."""
+    targets = np.asarray(outputs.targets)
+    counts = np.bincount(targets[targets >= 0], minlength=outputs.classes)
+    return counts / counts.sum()
+
+
+def transport_costs(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each image's cost in the optimal transport of the images' softmax vectors (each of
+    mass 1/N) onto the one-hot labels weighted by ``labels`` (Lu et al., NeurIPS 2023), with
+    the cost ½‖p − e_k‖₁ = 1 − p_k; their mean is the transport's total cost.
+
+    Solved exactly (POT's network simplex) on N × K: one atom per class carries that class's
+    whole weight, which is what N sampled one-hot labels in these proportions amount to."""
+    import ot
+
+    n = len(probabilities)
+    cost = 1.0 - probabilities
+    plan, log = ot.emd(np.full(n, 1.0 / n), np.asarray(labels, dtype=np.float64), cost,
+                       numItermax=10**9, log=True)  # fmt: skip
+    if log["result_code"] != 1:
+        raise InvkitError(f"optimal transport did not converge: {log['warning']}")
+    return n * np.einsum("ik,ik->i", plan, cost)
+
+
+class ConfidenceOptimalTransport(Estimator):
+    """COT: 1 − the optimal-transport cost between the target's softmax vectors and the
+    source's label distribution (Lu et al., NeurIPS 2023)."""
+
+    name = "cot"
+    reads = "the target's logits (run.outputs = 'full'); the source's labels"
+
+    def __call__(self, model, target, study):
+        source, _ = study.need_source(self.name, model)
+        probabilities = softmax_rows(full_logits(study.outputs(model, target, self.name), "cot"))
+        return float(1.0 - transport_costs(probabilities, label_distribution(source)).mean())
+
+
+class ConfidenceOptimalTransportThresholded(Estimator):
+    """COTT: the share of target images whose transport cost stays below the threshold that
+    reproduces the source's accuracy on the source's own costs (Lu et al., NeurIPS 2023)."""
+
+    name = "cott"
+    reads = "the source's and target's logits (run.outputs = 'full'); the source's labels"
+
+    def __call__(self, model, target, study):
+        source, _ = study.need_source(self.name, model)
+        labels = label_distribution(source)
+        source_costs = transport_costs(softmax_rows(full_logits(source, "cott")), labels)
+        correct = np.asarray(source.predictions) == np.asarray(source.targets)
+        threshold = atc_threshold(-source_costs, correct)
+        logits = full_logits(study.outputs(model, target, self.name), "cott")
+        return threshold.share(-transport_costs(softmax_rows(logits), labels))
+
+
+class ImportanceWeighting(Estimator):
+    """IM: the source's correctness re-weighted by the ratio of target to source densities
+    of the top-1 probability, each a histogram of ``bins`` equal-width bins on [0, 1] (the
+    baseline of Garg et al. 2022)."""
+
+    name = "im"
+    reads = "the source's accuracy and top-1 probabilities, the target's top-1 probabilities"
+
+    def __init__(self, bins: int = 10):
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise InvkitError(f"im: bins must be a positive integer; got {bins!r}")
+        self.bins = bins
+
+    def __call__(self, model, target, study):
+        source, _ = study.need_source(self.name, model)
+        correct = np.asarray(source.predictions) == np.asarray(source.targets)
+        edges = np.linspace(0.0, 1.0, self.bins + 1)
+        mine, theirs = _confidence(source), _confidence(study.outputs(model, target, self.name))
+        source_density = np.histogram(mine, bins=edges, density=True)[0]
+        target_density = np.histogram(theirs, bins=edges, density=True)[0]
+        where = np.clip(np.digitize(mine, edges) - 1, 0, self.bins - 1)  # histogram's bins
+        weights = target_density[where] / source_density[where]
+        if weights.sum() == 0:
+            raise EstimatorNeeds(
+                f"im: no target image of {target!r} has a top-1 probability in a bin that "
+                f"{study.source!r}'s images fill; the densities do not overlap"
+            )
+        return float(np.mean(weights / weights.mean() * correct))
+
+
+def mano_score(logits: np.ndarray, norm: int = 4, softmax_above: float = 5.0) -> float:
+    """MaNo (Xie et al., NeurIPS 2024): the entry-wise L_norm of the normalized prediction
+    matrix, divided by (N·K)^(1/norm). Rows are the softmax when the mean cross-entropy of the
+    logits to the uniform distribution exceeds ``softmax_above``, else the second-order Taylor
+    approximation 1 + z + z²/2, shifted to a minimum of 0 and scaled to sum to 1."""
+    from scipy.special import logsumexp
+
+    logits = np.asarray(logits, dtype=np.float64)
+    uniform_cross_entropy = float(np.mean(logsumexp(logits, axis=1) - logits.mean(axis=1)))
+    if uniform_cross_entropy > softmax_above:
+        rows = softmax_rows(logits)
+    else:
+        rows = 1.0 + logits + logits**2 / 2
+        rows -= rows.min(axis=1, keepdims=True)
+        rows /= np.maximum(rows.sum(axis=1, keepdims=True), 1e-12)
+    return float(np.mean(rows**norm) ** (1.0 / norm))
+
+
+class MatrixNorm(LineFit):
+    """MaNo (Xie et al., NeurIPS 2024): a linear fit of accuracy on the normalized prediction
+    matrix's L4 norm over the labeled test sets; ``norm``: its order."""
+
+    name = "mano"
+    reads = "the model's logits on the labeled sets and the target (run.outputs = 'full')"
+    probit_scale = False
+
+    def __init__(self, norm: int = 4):
+        if isinstance(norm, bool) or not isinstance(norm, int) or norm < 1:
+            raise InvkitError(f"mano: norm must be a positive integer; got {norm!r}")
+        super().__init__("mano")
+        self.norm = norm
+
+    def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
+        logits = full_logits(study.outputs(model, dataset, self.label), "mano")
+        return mano_score(logits, self.norm)
+
+
+class DoCRegression(LineFit):
+    """DoC with its regression (Guillory et al., ICCV 2021): accuracy regressed linearly on
+    the mean top-1 probability over the labeled sets, so that the drop in accuracy is a
+    fitted linear function of the difference of confidences, read off at the target."""
+
+    name = "doc_fit"
+    reads = "the model's accuracies and top-1 probabilities on the labeled sets and the target"
+    probit_scale = False
+
+    def __init__(self):
+        super().__init__("doc_fit")
+
+    def dataset_score(self, model: str, dataset: str, study: Any) -> float | None:
+        return float(_confidence(study.outputs(model, dataset, self.label)).mean())
+
+
 @hookimpl
 def register_estimators(register):
     for estimator in (
@@ -400,5 +550,10 @@ def register_estimators(register):
         NuclearNorm,
         AverageEnergy,
         MetaDistributionEnergy,
+        ConfidenceOptimalTransport,
+        ConfidenceOptimalTransportThresholded,
+        ImportanceWeighting,
+        MatrixNorm,
+        DoCRegression,
     ):
         register(estimator)

@@ -287,6 +287,35 @@ class Outputs:
     bad_files: list[str] = field(default_factory=list)  # the same images, by path
     files: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_logits(
+        cls, model: str, dataset: str, logits: Any, targets: Any, topk: int = 5
+    ) -> Outputs:
+        """Outputs at the ``full`` level from logits one already has (N × K, float) and the
+        class index of each image (-1 when unlabeled): what a pass would have kept of them,
+        so that the estimators can run on them (a notebook, a benchmark)."""
+        from scipy.special import entr, logsumexp, softmax
+
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.ndim != 2 or len(logits) != len(np.asarray(targets)):
+            raise InvkitError(
+                f"from_logits needs logits of shape (images, classes) and one target per image; "
+                f"got {logits.shape} and {np.asarray(targets).shape}"
+            )
+        probs = softmax(logits.astype(np.float64), axis=1)
+        k = min(topk, logits.shape[1])
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return cls(
+            model=model, dataset=dataset, level="full", topk=k, classes=logits.shape[1],
+            views=["original"], indices=np.arange(len(logits), dtype=np.int64),
+            targets=np.asarray(targets, dtype=np.int64),
+            top_indices={"original": top.astype(np.int32)},
+            top_probs={"original": np.take_along_axis(probs, top, axis=1)},
+            logsumexp={"original": logsumexp(logits.astype(np.float64), axis=1)},
+            entropy={"original": entr(probs).sum(axis=1)},
+            logits={"original": logits},
+        )  # fmt: skip
+
     @property
     def predictions(self) -> np.ndarray:
         """The top-1 class of each image on the original."""
