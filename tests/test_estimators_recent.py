@@ -99,6 +99,42 @@ def test_cott_counts_target_costs_within_the_source_threshold():
     assert float(np.mean(costs(source) <= cut)) == pytest.approx(source.accuracy)
 
 
+def test_a_bounded_transport_runs_exactly_on_its_drawn_images_and_says_so():
+    data = study(n=300)
+    source, target = data.kept["m", "source"], data.kept["m", "target"]
+    weights = np.bincount(source.targets, minlength=K) / len(source.targets)
+    drawn = np.sort(np.random.default_rng(0).choice(300, 120, replace=False))
+    probs = scipy.special.softmax(np.asarray(target.logits["original"], np.float64)[drawn], 1)
+    answer = invkit.get_component("estimator", "cot").create(max_images=120)("m", "target", data)
+    assert answer.value == pytest.approx(
+        1.0 - transport_by_linear_program(probs, weights), abs=1e-9
+    )
+    assert answer.detail == "transport on 120 of 300 images, drawn with seed 0"
+    assert answer.value != pytest.approx(estimate("cot", data), abs=1e-6)  # not all images
+    assert estimate("cot", data, max_images="all") == estimate("cot", data)  # 300 < 10,000
+    with pytest.raises(
+        invkit.errors.InvkitError, match='max_images must be a positive integer or "all"'
+    ):
+        estimate("cott", data, max_images=0)
+
+
+def test_a_bounded_cott_sends_the_drawn_source_images_to_their_own_labels():
+    data = study(n=300)
+    source, target = data.kept["m", "source"], data.kept["m", "target"]
+    drawn = np.sort(np.random.default_rng(0).choice(300, 120, replace=False))
+
+    def costs(outputs, weights):
+        logits = np.asarray(outputs.logits["original"], np.float64)[drawn]
+        return transport_costs(scipy.special.softmax(logits, axis=1), weights)
+
+    own = np.bincount(source.targets[drawn], minlength=K) / 120
+    right = source.predictions[drawn] == source.targets[drawn]
+    cut = np.sort(costs(source, own))[int(right.sum()) - 1]
+    everyone = np.bincount(source.targets, minlength=K) / 300
+    direct = float(np.mean(costs(target, everyone) <= cut))
+    assert estimate("cott", data, max_images=120) == pytest.approx(direct, abs=1e-12)
+
+
 def mano_in_torch(logits: np.ndarray, norm: int = 4) -> float:
     """The paper's score with torch's own functions."""
     z = torch.tensor(logits, dtype=torch.float64)

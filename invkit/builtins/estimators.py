@@ -399,9 +399,11 @@ class MetaDistributionEnergy(LineFit):
         return mde_score(study.outputs(model, dataset, self.label))
 
 
-def label_distribution(outputs: Any) -> np.ndarray:
-    """The share of each class among a labeled set's images."""
+def label_distribution(outputs: Any, rows: np.ndarray | None = None) -> np.ndarray:
+    """The share of each class among a labeled set's images (or among its ``rows``)."""
     targets = np.asarray(outputs.targets)
+    if rows is not None:
+        targets = targets[rows]
     counts = np.bincount(targets[targets >= 0], minlength=outputs.classes)
     return counts / counts.sum()
 
@@ -424,34 +426,79 @@ def transport_costs(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray
     return n * np.einsum("ik,ik->i", plan, cost)
 
 
+TRANSPORT_IMAGES = 10_000  # the authors' batch size at ImageNet's scale
+
+
+def transport_rows(count: int, max_images: int | None) -> np.ndarray:
+    """The images a transport runs on: at most ``max_images`` of ``count``, drawn without
+    replacement with a fixed seed (all of them when there are no more)."""
+    if max_images is None or count <= max_images:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(0).choice(count, max_images, replace=False))
+
+
+def _max_images(name: str, max_images: Any) -> int | None:
+    """``max_images`` checked: a positive count, or ``"all"`` (None from Python) for the exact
+    transport of every image."""
+    if max_images is None or max_images == "all":
+        return None
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise InvkitError(
+            f'{name}: max_images must be a positive integer or "all"; got {max_images!r}'
+        )
+    return max_images
+
+
 class ConfidenceOptimalTransport(Estimator):
     """COT: 1 − the optimal-transport cost between the target's softmax vectors and the
-    source's label distribution (Lu et al., NeurIPS 2023)."""
+    source's label distribution (Lu et al., NeurIPS 2023). ``max_images``: the transport runs
+    on at most this many of the target's images, drawn with a fixed seed ("all": every one)."""
 
     name = "cot"
     reads = "the target's logits (run.outputs = 'full'); the source's labels"
 
+    def __init__(self, max_images: int | str | None = TRANSPORT_IMAGES):
+        self.max_images = _max_images(self.name, max_images)
+
     def __call__(self, model, target, study):
         source, _ = study.need_source(self.name, model)
-        probabilities = softmax_rows(full_logits(study.outputs(model, target, self.name), "cot"))
-        return float(1.0 - transport_costs(probabilities, label_distribution(source)).mean())
+        costs, detail = self.target_costs(model, target, study, label_distribution(source))
+        return Estimate(float(1.0 - costs.mean()), detail=detail)
+
+    def target_costs(
+        self, model: str, target: str, study: Any, labels: np.ndarray
+    ) -> tuple[np.ndarray, str]:
+        """The transport costs of the target's (sampled) images, and how many were drawn."""
+        logits = full_logits(study.outputs(model, target, self.name), self.name)
+        rows = transport_rows(len(logits), self.max_images)
+        drawn = ""
+        if len(rows) < len(logits):
+            drawn = f"transport on {len(rows):,} of {len(logits):,} images, drawn with seed 0"
+        return transport_costs(softmax_rows(logits[rows]), labels), drawn
 
 
-class ConfidenceOptimalTransportThresholded(Estimator):
+class ConfidenceOptimalTransportThresholded(ConfidenceOptimalTransport):
     """COTT: the share of target images whose transport cost stays below the threshold that
-    reproduces the source's accuracy on the source's own costs (Lu et al., NeurIPS 2023)."""
+    reproduces the source's accuracy on the source's own costs (Lu et al., NeurIPS 2023).
+    ``max_images`` bounds each transport, the source's and the target's, as for COT."""
 
     name = "cott"
     reads = "the source's and target's logits (run.outputs = 'full'); the source's labels"
 
     def __call__(self, model, target, study):
         source, _ = study.need_source(self.name, model)
-        labels = label_distribution(source)
-        source_costs = transport_costs(softmax_rows(full_logits(source, "cott")), labels)
-        correct = np.asarray(source.predictions) == np.asarray(source.targets)
-        threshold = atc_threshold(-source_costs, correct)
-        logits = full_logits(study.outputs(model, target, self.name), "cott")
-        return threshold.share(-transport_costs(softmax_rows(logits), labels))
+        key = (self, model)  # the source's threshold serves every target
+        if key not in study.memo:
+            logits = full_logits(source, self.name)
+            rows = transport_rows(len(logits), self.max_images)
+            # the drawn images go to their own labels, as the authors' compute_cott sends them
+            own = label_distribution(source, rows)
+            source_costs = transport_costs(softmax_rows(logits[rows]), own)
+            correct = np.asarray(source.predictions)[rows] == np.asarray(source.targets)[rows]
+            study.memo[key] = atc_threshold(-source_costs, correct)
+        threshold = study.memo[key]
+        costs, detail = self.target_costs(model, target, study, label_distribution(source))
+        return Estimate(threshold.share(-costs), detail=detail)
 
 
 class ImportanceWeighting(Estimator):
