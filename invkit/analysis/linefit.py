@@ -49,9 +49,16 @@ class LineFit(Estimator):
         (transform, measure) pair); a subclass reads its own score from the kept outputs."""
         return study.scores.get(tuple(self.score), {}).get((model, dataset))
 
+    def kept_score(self, model: str, dataset: str, study: Any) -> float | None:
+        """``dataset_score``, computed once per study: every target's fit reads the same sets."""
+        key = (self, model, dataset)
+        if key not in study.memo:
+            study.memo[key] = self.dataset_score(model, dataset, study)
+        return study.memo[key]
+
     def __call__(self, model, target, study):
         labeled = study.labeled_sets(model, leave_out=target)
-        points = [(self.dataset_score(model, d, study), study.accuracy(model, d)) for d in labeled]
+        points = [(self.kept_score(model, d, study), study.accuracy(model, d)) for d in labeled]
         points = [(x, y) for x, y in points if x is not None]
         if len(points) < 2:
             raise EstimatorNeeds(
@@ -64,7 +71,7 @@ class LineFit(Estimator):
                 f"{points[0][0]:.6g} on each of the {len(points)} labeled test sets besides "
                 f"{target!r}, so it cannot tell their accuracies apart"
             )
-        at = self.dataset_score(model, target, study)
+        at = self.kept_score(model, target, study)
         if at is None:
             raise InvkitError(f"no {self.label} score of {model!r} on {target!r}")
         xs, ys = zip(*points, strict=True)

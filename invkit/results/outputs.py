@@ -46,6 +46,7 @@ STAGING = "staging"  # where a worker writes a full file for the driver to adopt
 DTYPES = {"F64": np.float64, "F32": np.float32, "I64": np.int64, "I32": np.int32}
 CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 CHUNK_BYTES = 16 * 2**20
+GRAM_MAX_CLASSES = 4096  # PᵀP (K × K float64) is kept up to 128 MB: ImageNet-1k's is 8 MB
 SUMMARY_FIELDS = ("top_indices", "top_probs", "logsumexp", "entropy")
 STAGED_NAME = re.compile(r"^[0-9a-f]{32}(\.safetensors)?$")  # a worker's token (uuid4 hex)
 
@@ -294,6 +295,7 @@ class Outputs:
         """Outputs at the ``full`` level from logits one already has (N × K, float) and the
         class index of each image (-1 when unlabeled): what a pass would have kept of them,
         so that the estimators can run on them (a notebook, a benchmark)."""
+        import torch
         from scipy.special import entr, logsumexp, softmax
 
         logits = np.asarray(logits, dtype=np.float32)
@@ -304,7 +306,7 @@ class Outputs:
             )
         probs = softmax(logits.astype(np.float64), axis=1)
         k = min(topk, logits.shape[1])
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        top = torch.from_numpy(probs).topk(k, dim=1).indices.numpy()  # as the pass picks them
         return cls(
             model=model, dataset=dataset, level="full", topk=k, classes=logits.shape[1],
             views=["original"], indices=np.arange(len(logits), dtype=np.int64),
@@ -314,6 +316,7 @@ class Outputs:
             logsumexp={"original": logsumexp(logits.astype(np.float64), axis=1)},
             entropy={"original": entr(probs).sum(axis=1)},
             logits={"original": logits},
+            gram=probs.T @ probs if logits.shape[1] <= GRAM_MAX_CLASSES else None,
         )  # fmt: skip
 
     @property

@@ -22,6 +22,7 @@ from invkit.errors import InvkitError
 from invkit.plugin.passes import KeptOutputs, PassSpec
 from invkit.results.outputs import (
     FORMAT,
+    GRAM_MAX_CLASSES,
     Spilled,
     write_file,
 )
@@ -32,9 +33,6 @@ def dense_top(indices: torch.Tensor, probs: torch.Tensor, classes: int, k: int) 
     measure that reads the top-k is given."""
     rows = torch.zeros(indices.shape[0], classes, dtype=probs.dtype, device=probs.device)
     return rows.scatter_(1, indices[:, :k].long(), probs[:, :k])
-
-
-GRAM_MAX_CLASSES = 4096  # PᵀP (K × K float64) is kept up to 128 MB: ImageNet-1k's is 8 MB
 
 
 class Recorder:
