@@ -200,6 +200,8 @@ def test_meta_sets_are_fit_sets_and_never_targets(meta_study):
     assert "+contrast-" not in json.dumps(analyses["dataset_centric"])  # fit sets only
     report = (out / "report.md").read_text()
     assert "15 of them meta-sets" in report
+    board_row = next(line for line in report.splitlines() if line.startswith("| rotation·ei |"))
+    assert board_row.endswith("| 16 |")  # the leaderboard's fit sets column: one count
 
 
 def test_the_leaderboard_per_target_equals_the_estimates(meta_study):

@@ -103,6 +103,14 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _span(counts: list[int]) -> str:
+    """'8' where every fit used 8 labeled sets, '3–8' where they differ, '' for no fit."""
+    if not counts:
+        return ""
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}–{high}"
+
+
 def _errors_summary(estimates: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and largest absolute error of estimates, trusted and flagged apart."""
     trusted = [e["abs_error"] for e in estimates if not e["flag"]]
@@ -155,7 +163,7 @@ class EstimationResult:
                     "estimator": name,
                     **_errors_summary(mine),
                     "best": wins.get(name, 0),
-                    "fit_sets": f"{min(fit_sets)}–{max(fit_sets)}" if fit_sets else "",
+                    "fit_sets": _span(fit_sets),
                     "note": refused[0]["note"] if refused and not mine else "",
                 }
             )

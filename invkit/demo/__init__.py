@@ -72,7 +72,9 @@ def demo_config_dict(checkpoints: dict[str, Path]) -> dict[str, Any]:
             {"name": "predict_accuracy", "params": {"points": "dataset"}},
             {"name": "estimate_accuracy"},
         ],
-        "run": {"out": "invkit-demo", "batch_size": 256},
+        # full outputs (10 classes, a few hundred images a set): every built-in estimator runs,
+        # COT, COTT and MaNo included, which read whole softmax vectors.
+        "run": {"out": "invkit-demo", "batch_size": 256, "outputs": "full"},
     }
 
 
