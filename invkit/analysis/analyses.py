@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -77,8 +77,30 @@ class AnalysisResult(Presented):
             {
                 "analysis": self.analysis,
                 "params": self.params,
+                "points": self.points,
+                "predicts": self.predicts,
+                "directions": self.directions,
                 "groups": [asdict(g) | {"n": g.n} for g in self.groups],
             }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AnalysisResult:
+        """The result back from ``to_dict()`` (analyses.json), to draw its figures again: a
+        statistic JSON wrote as ``null`` comes back as NaN."""
+        names = {f.name for f in fields(GroupResult)}
+        groups = [
+            GroupResult(**{k: _nan_for_none(v) if k == "statistics" else v
+                           for k, v in g.items() if k in names})
+            for g in data["groups"]
+        ]  # fmt: skip
+        return cls(
+            analysis=data["analysis"],
+            params=data["params"],
+            groups=groups,
+            predicts=data.get("predicts", False),
+            points=data.get("points", "model"),
+            directions=data.get("directions", {}),
         )
 
     def __str__(self) -> str:
@@ -109,6 +131,10 @@ class AnalysisResult(Presented):
                 )
             lines.extend(f"    note: {note}" for note in g.notes)
         return "\n".join(lines)
+
+
+def _nan_for_none(statistics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: math.nan if v is None else v for k, v in statistics.items()}
 
 
 def _format_params(params: Mapping[str, Any]) -> str:

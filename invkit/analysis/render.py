@@ -43,8 +43,20 @@ CORRELATION_COLUMNS = [
     "intercept_low",
     "intercept_high",
     "loo_mae",
+    "higher_is_invariant",
+    "signed_pearson_r",
+    "signed_pearson_r_low",
+    "signed_pearson_r_high",
+    "signed_spearman_rho",
+    "signed_spearman_rho_low",
+    "signed_spearman_rho_high",
+    "signed_kendall_tau",
     "message",
 ]
+# The raw statistics (``pearson_r``: accuracy against the measure's value) and their signed
+# twins (``signed_pearson_r``: positive when more invariant models are more accurate): what
+# the report shows. They differ in sign only for a measure where lower is more invariant.
+SIGNED = ("pearson_r", "spearman_rho", "kendall_tau")
 
 
 PREDICTION_COLUMNS = [
@@ -114,6 +126,9 @@ def tables(result: AnalysisResult) -> dict[str, tuple[list[str], list[dict[str, 
             row.update(
                 fit=group.fit["method"], slope=group.fit["slope"], intercept=group.fit["intercept"]
             )
+        direction = result.directions.get(group.group.get("measure", ""))
+        row["higher_is_invariant"] = direction
+        row.update(_signed(row, direction_sign(direction)))
         row["message"] = group.message or ""
         correlations.append(row)
     predictions = [
@@ -123,6 +138,19 @@ def tables(result: AnalysisResult) -> dict[str, tuple[list[str], list[dict[str, 
         "correlations": (CORRELATION_COLUMNS[1:], correlations),
         "predictions": (PREDICTION_COLUMNS, predictions),
     }
+
+
+def _signed(row: Mapping[str, Any], sign: int) -> dict[str, Any]:
+    """The signed twins of a correlations row's statistics and interval bounds (a flipped
+    interval's bounds swapped)."""
+    signed: dict[str, Any] = {}
+    for name in SIGNED:
+        if row.get(name) is not None:
+            signed[f"signed_{name}"] = sign * row[name]
+        if row.get(f"{name}_low") is not None:
+            bounds = sorted(sign * row[f"{name}_{end}"] for end in ("low", "high"))
+            signed[f"signed_{name}_low"], signed[f"signed_{name}_high"] = bounds
+    return signed
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -182,20 +210,17 @@ def to_markdown(result: AnalysisResult) -> str:
             "† clipped to [0, 1] (fit on the probit scale to avoid it)."
         )
         return "\n".join(markdown_table(header, rows)) + notes
-    rows = [
-        [
-            _group_name(group),
-            str(group.n),
-            _interval(group, "pearson_r"),
-            _interval(group, "spearman_rho"),
-            _interval(group, "kendall_tau"),
-            _interval(group, "r_squared"),
-            md(group.message or ""),
-        ]
-        for group in result.groups
-    ]
-    header = ["group", "n", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "Kendall τ", "R²", "note"]
-    return "\n".join(markdown_table(header, rows))
+    rows = []
+    for group in result.groups:
+        sign = direction_sign(result.directions.get(group.group.get("measure", "")))
+        rows.append(
+            [_group_name(group), str(group.n)]
+            + [_interval(group, name, sign) for name in SIGNED]
+            + [_interval(group, "r_squared"), md(group.message or "")]
+        )
+    header = ["group", "n", "signed Pearson r [95% CI]", "signed Spearman ρ [95% CI]",
+              "signed Kendall τ", "R²", "note"]  # fmt: skip
+    return SIGNED_NOTE + "\n\n" + "\n".join(markdown_table(header, rows))
 
 
 SUMMARY_COLUMNS = 4  # test sets per summary table (each cell holds r and ρ with intervals)
@@ -242,7 +267,7 @@ def _fit_segment(
     return [low, high], [intercept + slope * low, intercept + slope * high]
 
 
-def _by_pair(groups: list[GroupResult]) -> dict[tuple[str, str], list[GroupResult]]:
+def by_pair(groups: list[GroupResult]) -> dict[tuple[str, str], list[GroupResult]]:
     """Groups by (transform, measure), in order of first appearance."""
     pairs: dict[tuple[str, str], list[GroupResult]] = {}
     for group in groups:
@@ -279,6 +304,11 @@ def _r_and_rho(group: GroupResult, higher_is_invariant: bool | None) -> str:
 
 
 SIGNED_HEADER = "invariance (r, ρ: + more invariant, more accurate)"
+SIGNED_NOTE = (
+    "Signed: a positive r, ρ or τ means more invariant models (or test sets) are more "
+    "accurate; for a measure where lower is more invariant (↓) that is the raw correlation's "
+    "sign flipped. correlations.csv has both: `pearson_r` (raw) and `signed_pearson_r`."
+)
 
 
 def summary(result: AnalysisResult) -> str | None:
@@ -289,7 +319,7 @@ def summary(result: AnalysisResult) -> str | None:
         return _prediction_summary(result)
     if result.points != "model":
         return None
-    pairs = _by_pair(result.groups)
+    pairs = by_pair(result.groups)
     datasets = _analysed(result.groups)
     cells = {(pair, _other(g)): g for pair, groups in pairs.items() for g in groups}
     lines = _best_measures(result, pairs)  # the findings first, then the numbers behind them
@@ -324,30 +354,61 @@ def _aligned_r(group: GroupResult, higher_is_invariant: bool | None) -> float | 
     return direction_sign(higher_is_invariant) * r
 
 
+def _signed_high(group: GroupResult, higher_is_invariant: bool | None) -> float | None:
+    """The upper bound of r's interval, signed as ``_aligned_r``: below 0, the group says
+    with confidence that more invariant models are less accurate."""
+    bounds = group.intervals.get("pearson_r")
+    if not bounds or group.message:
+        return None
+    return max(direction_sign(higher_is_invariant) * bound for bound in bounds)
+
+
 def _best_measures(
     result: AnalysisResult, pairs: dict[tuple[str, str], list[GroupResult]]
 ) -> list[str]:
     """One sentence per transform: the measure whose invariance tracks accuracy best (the
-    highest mean r, signed so that positive means more invariant models are more accurate)."""
+    highest mean r, signed so that positive means more invariant models are more accurate),
+    and a measure that says the opposite with confidence (its interval below 0 on most test
+    sets): a strong negative correlation is a finding too."""
     sentences = []
     for transform in dict.fromkeys(t for t, _ in pairs):
         scored = []
         for (t, measure), groups in pairs.items():
             direction = result.directions.get(measure)
             values = [v for g in groups if (v := _aligned_r(g, direction)) is not None]
+            below = sum(
+                1 for g in groups if (h := _signed_high(g, direction)) is not None and h < 0
+            )
             if t == transform and values:
-                scored.append((sum(values) / len(values), measure, values))
+                scored.append((sum(values) / len(values), measure, values, below))
         if not scored:
             continue
-        mean, measure, values = max(scored)
-        agree = sum(v > 0 for v in values)
-        sentences.append(
-            f"- **{md(transform)}**: {code(measure)} tracks accuracy best, mean r = "
-            f"{mean:+.2f} over {len(values)} test set(s) (from {min(values):+.2f} to "
-            f"{max(values):+.2f}); more invariant models are more accurate on {agree} of "
-            f"{len(values)}."
-            + ("" if mean > 0 else " No measure of this invariance predicts accuracy here.")
-        )
+        mean, measure, values, _ = max(scored)
+        opposite = [s for s in scored if s[0] < 0 and 2 * s[3] >= len(s[2])]
+        text = f"- **{md(transform)}**: "
+        if mean > 0:
+            text += (
+                f"{code(measure)} tracks accuracy best, mean r = {mean:+.2f} over "
+                f"{len(values)} test set(s) (from {min(values):+.2f} to {max(values):+.2f}); "
+                f"more invariant models are more accurate on {sum(v > 0 for v in values)} of "
+                f"{len(values)}."
+            )
+        elif not opposite:
+            text += (
+                "no measure of this invariance tracks accuracy here: the best, "
+                f"{code(measure)}, has mean r = {mean:+.2f} over {len(values)} test set(s), "
+                "and none says the opposite with confidence."
+            )
+        if opposite:
+            low_mean, low_measure, low_values, below = min(opposite)
+            text += (
+                f"{' By ' if mean > 0 else 'more invariant models are *less* accurate here: by '}"
+                f"{code(low_measure)}, mean r = {low_mean:+.2f} over {len(low_values)} test "
+                f"set(s) (from {min(low_values):+.2f} to {max(low_values):+.2f}), its 95% "
+                f"interval below 0 on {below} of {len(low_values)}"
+                + (": more invariant models are *less* accurate." if mean > 0 else ".")
+            )
+        sentences.append(text)
     if sentences:
         sentences.insert(0, "Signed so that a positive r means more invariant, more accurate:\n")
     return sentences
@@ -357,7 +418,7 @@ def _prediction_summary(result: AnalysisResult) -> str | None:
     """Label-free predictions per transform × measure (rows) and predicted point (columns),
     averaged over the groups, beside the true accuracy where it is known."""
     collected: dict[tuple[tuple[str, str], str], list[dict[str, Any]]] = {}
-    for pair, groups in _by_pair(result.groups).items():
+    for pair, groups in by_pair(result.groups).items():
         for group in groups:
             for prediction in group.predictions:
                 collected.setdefault((pair, prediction["point"]), []).append(prediction)
@@ -402,7 +463,7 @@ def figures(result: AnalysisResult) -> Iterator[tuple[str, Figure]]:
     per model. Model-centric results add a heatmap of r. Predictions draw none."""
     if result.predicts:
         return
-    pairs = _by_pair(result.groups)
+    pairs = by_pair(result.groups)
     if result.points == "model" and any(g.statistics for g in result.groups):
         yield "heatmap-r", heatmap_figure(result, pairs)  # first: the Summary shows it
     for (transform, measure), groups in pairs.items():
@@ -452,9 +513,10 @@ def _draw_group(
         axes.plot(*_fit_segment(group, limits), color=color, linewidth=1.2)
 
 
-def _fit_label(group: GroupResult, name: str) -> str:
-    r = group.statistics.get("pearson_r")
-    return f"{name} (r = {r:.2f})" if r is not None and not group.message else f"{name} (—)"
+def _fit_label(group: GroupResult, name: str, higher_is_invariant: bool | None) -> str:
+    """``name (r = +0.42)``, r signed so that + means more invariant, more accurate."""
+    r = _aligned_r(group, higher_is_invariant)
+    return f"{name} (r = {r:+.2f})" if r is not None and r == r else f"{name} (—)"
 
 
 def label_points(axes: Any, xs: list[float], ys: list[float], labels: list[str]) -> None:
@@ -483,6 +545,9 @@ def label_points(axes: Any, xs: list[float], ys: list[float], labels: list[str])
             annotation.remove()
 
 
+LEGEND_TITLE = "signed r: + more invariant,\nmore accurate"
+
+
 def overlay_figure(
     groups: list[GroupResult], result: AnalysisResult, transform: str, measure: str
 ) -> Figure:
@@ -491,23 +556,32 @@ def overlay_figure(
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 5), dpi=110)
-    axes = figure.subplots()
+    draw_overlay(figure.subplots(), groups, result, transform, measure)
+    figure.tight_layout()
+    points = [(x, y, p) for g in groups for x, y, p in zip(g.x, g.y, g.points, strict=True)]
+    if len(groups) == 1 and len(points) <= LABELLED_POINTS:
+        label_points(figure.axes[0], *map(list, zip(*points, strict=True)))
+    return figure
+
+
+def draw_overlay(
+    axes: Any, groups: list[GroupResult], result: AnalysisResult, transform: str, measure: str
+) -> Any:
+    """The overlay figure's content drawn on ``axes`` (a notebook's, or the report's)."""
     colors = _colors(len(groups))
     shown = [(group, color) for group, color in zip(groups, colors, strict=True) if group.n]
     limits = _accuracy_limits([g for g, _ in shown], result.params.get("scale_accuracy", "none"))
+    direction = result.directions.get(measure)
     for group, color in shown:  # bands only while few enough to be told apart
-        label = _fit_label(group, _other(group))
+        label = _fit_label(group, _other(group), direction)
         _draw_group(axes, group, color, label, limits, band=len(shown) <= BANDS_SHOWN)
     axes.set_ylim(*limits)
     _axis_labels(axes, result, transform, measure)
     axes.set_title(plain(f"{result.analysis}: {transform} {measure}"), fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    figure.tight_layout()
-    points = [(x, y, p) for g in groups for x, y, p in zip(g.x, g.y, g.points, strict=True)]
-    if len(groups) == 1 and len(points) <= LABELLED_POINTS:
-        label_points(axes, *map(list, zip(*points, strict=True)))
-    return figure
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+                title=LEGEND_TITLE, title_fontsize=7)  # fmt: skip
+    return axes
 
 
 def panels_figure(
@@ -531,7 +605,7 @@ def panels_figure(
         axes.scatter(group.x, group.y, s=14, c=[palette[p] for p in group.points], zorder=3)
         if group.fit:
             axes.plot(*_fit_segment(group, limits), "k-", lw=1)
-        axes.set_title(_fit_label(group, _other(group)), fontsize=7)
+        axes.set_title(_fit_label(group, _other(group), result.directions.get(measure)), fontsize=7)
         axes.grid(alpha=0.3)
         axes.tick_params(labelsize=6)
     for axes in list(panels.flat)[len(shown) :]:
@@ -542,7 +616,8 @@ def panels_figure(
         panels[0, 0].scatter([], [], s=14, color=palette[name], label=plain(name)) for name in names
     ]
     figure.legend(handles=handles, fontsize=6, loc="center right", frameon=False)
-    figure.suptitle(plain(f"{result.analysis}: {transform} {measure}"), fontsize=9)
+    figure.suptitle(plain(f"{result.analysis}: {transform} {measure} (signed r: + more "
+                          "invariant, more accurate)"), fontsize=9)  # fmt: skip
     figure.tight_layout(rect=(0, 0, 1 - 1.6 / figure.get_figwidth(), 1))
     return figure
 
@@ -554,6 +629,17 @@ def heatmap_figure(
     positive means more invariant models are more accurate (as the Summary's tables)."""
     from matplotlib.figure import Figure
 
+    count = len(_analysed(result.groups))
+    figure = Figure(figsize=(1.2 + 0.62 * count, 1.2 + 0.38 * len(pairs)), dpi=110)
+    draw_heatmap(figure.subplots(), result, pairs)
+    figure.tight_layout()
+    return figure
+
+
+def draw_heatmap(
+    axes: Any, result: AnalysisResult, pairs: dict[tuple[str, str], list[GroupResult]]
+) -> Any:
+    """The heatmap's content drawn on ``axes``, its colour bar beside it."""
     datasets = _analysed(result.groups)
     values = [[float("nan")] * len(datasets) for _ in pairs]
     for row, ((_, measure), groups) in enumerate(pairs.items()):
@@ -561,8 +647,6 @@ def heatmap_figure(
             r = _aligned_r(group, result.directions.get(measure))
             if r is not None and _other(group) in datasets:
                 values[row][datasets.index(_other(group))] = r
-    figure = Figure(figsize=(1.2 + 0.62 * len(datasets), 1.2 + 0.38 * len(pairs)), dpi=110)
-    axes = figure.subplots()
     image = axes.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
     for row, line in enumerate(values):
         for column, value in enumerate(line):
@@ -573,12 +657,11 @@ def heatmap_figure(
     axes.set_xticks(range(len(datasets)), datasets, rotation=45, ha="right", fontsize=7)
     labels = [_pair_label(result, t, m) for t, m in pairs]
     axes.set_yticks(range(len(pairs)), labels, fontsize=7)
-    figure.colorbar(
+    axes.figure.colorbar(
         image, ax=axes, label="Pearson r (+: more invariant, more accurate)", shrink=0.8
     )
     axes.set_title(f"{result.analysis}: r of accuracy with invariance, signed", fontsize=9)
-    figure.tight_layout()
-    return figure
+    return axes
 
 
 def _colors(count: int) -> list[Any]:
