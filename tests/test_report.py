@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -174,7 +175,7 @@ def test_rewriting_the_report_reuses_what_did_not_change(demo, tmp_path):
     written = {path.name: path.stat().st_mtime_ns for path in (copy / "plots").iterdir()}
     run_cli("report", str(copy))
     assert (copy / "report.md").read_text() == before
-    linked = {line.split("](")[1].rstrip(")") for line in before.splitlines() if "](plots/" in line}
+    linked = set(re.findall(r"\]\((plots/[^)]+)\)", before))
     assert {f"plots/{name}" for name in os.listdir(copy / "plots")} == linked
     assert {p.name: p.stat().st_mtime_ns for p in (copy / "plots").iterdir()} == written
     store = Store(copy / "results.sqlite")

@@ -27,6 +27,7 @@ from invkit.errors import InvkitError, InvkitWarning, unwritable_output
 from invkit.markup import code, csv_cell, fenced, md, terminal
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, is_own, refuse_links, replacing
 from invkit.report.formats import report_html, summary_latex
+from invkit.report.per_sample import write_parquet
 from invkit.results.reading import StudyOutputs
 from invkit.results.store import STORE_NAME, Store, store_files
 from invkit.version import __version__ as VERSION
@@ -383,10 +384,10 @@ def markdown_report(
         f"Full tables: {files}."
     )
     summaries = [s for s in sections if s.summary]
-    warnings = caveats(table, models)
+    warnings = caveats(table, models, subset_datasets(config))
     if summaries or warnings:
         lines += ["", "## Summary"]
-        lines += [""] + [f"**Warning:** {md(line)}" for line in warnings] if warnings else []
+        lines += [part for line in warnings for part in ("", f"**Warning:** {md(line)}")]
         for section in summaries:  # findings, the first figure, then the tables behind them
             findings, tables = _findings_and_tables(section.summary or "")
             lines += ["", findings]
@@ -421,9 +422,72 @@ MODEL_COLUMNS = [
 ]  # fmt: skip
 
 
-def caveats(table: Sequence[Mapping[str, Any]], models: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What makes the numbers meaningless, said before them: models with random weights, and
-    test sets on which every model has the same accuracy (no correlation can be read there)."""
+CHANCE_P = 0.001  # a model is at chance on a set unless a binomial test rejects it at this level
+CHANCE_SHOWN = 4  # test sets named per model at chance; past it, a count
+
+
+def subset_datasets(config: Mapping[str, Any]) -> set[str]:
+    """The datasets whose model outputs are restricted to a class subset: there a model's
+    chance level is not 1 / its outputs, so no chance warning is given."""
+    return {d["name"] for d in config["datasets"] if d.get("class_subset")}
+
+
+def at_chance(accuracy: float, labeled: int, classes: int) -> bool:
+    """An accuracy a model guessing among its ``classes`` outputs would reach: the one-sided
+    binomial test of "better than 1/classes" does not reject at ``CHANCE_P``."""
+    from scipy.stats import binomtest
+
+    hits = round(accuracy * labeled)
+    return binomtest(hits, labeled, 1 / classes, alternative="greater").pvalue > CHANCE_P
+
+
+def _chance_lines(
+    table: Sequence[Mapping[str, Any]], models: Sequence[Mapping[str, Any]], skip: set[str]
+) -> list[str]:
+    """Models at chance on some test sets, and test sets where every model is."""
+    classes = {m["model"]: m.get("num_classes") for m in models if not m.get("random_weights")}
+    pairs = {
+        (row["model"], row["dataset"]): (row["accuracy"], row["labeled"])
+        for row in table
+        if row.get("accuracy") is not None and row["labeled"] and row["dataset"] not in skip
+        and (classes.get(row["model"]) or 0) > 1
+    }  # fmt: skip
+    chance = {
+        pair for pair, (accuracy, labeled) in pairs.items()
+        if at_chance(accuracy, labeled, classes[pair[0]])
+    }  # fmt: skip
+    lines = []
+    datasets = list(dict.fromkeys(dataset for _, dataset in pairs))
+    everyone = [
+        d for d in datasets
+        if all((m, d) in chance for m, dd in pairs if dd == d) and len({m for m, _ in pairs}) > 1
+    ]  # fmt: skip
+    for dataset in everyone:
+        lines.append(
+            f"every model is at chance on {dataset}: its accuracies and correlations there are "
+            "noise; check its labels and class matching, or leave it out"
+        )
+    for model in dict.fromkeys(m for m, _ in pairs):
+        sets = [d for d in datasets if (model, d) in chance and d not in everyone]
+        if sets:
+            named = ", ".join(f"{d} ({pairs[model, d][0]:.3f})" for d in sets[:CHANCE_SHOWN])
+            more = f" and {len(sets) - CHANCE_SHOWN} more" if len(sets) > CHANCE_SHOWN else ""
+            lines.append(
+                f"{model} is at chance (1/{classes[model]} = {1 / classes[model]:.3f}, binomial "
+                f"test p > {CHANCE_P}) on {len(sets)} test set(s): {named}{more}; its invariance "
+                "there is that of a model that has learned nothing"
+            )
+    return lines
+
+
+def caveats(
+    table: Sequence[Mapping[str, Any]],
+    models: Sequence[Mapping[str, Any]],
+    subsets: set[str] = frozenset(),
+) -> list[str]:
+    """What makes the numbers meaningless, said before them: models with random weights, test
+    sets on which every model has the same accuracy (no correlation can be read there), and
+    models at chance (``subsets``: datasets with a class subset, where chance is unknown)."""
     lines = []
     random = [m["model"] for m in models if m.get("random_weights")]
     if random:
@@ -445,7 +509,7 @@ def caveats(table: Sequence[Mapping[str, Any]], models: Sequence[Mapping[str, An
                 f"every model has the same accuracy ({value:.4f}) on {dataset}: the models "
                 "cannot be told apart by accuracy there, and its correlations are undefined"
             )
-    return lines
+    return lines + _chance_lines(table, models, subsets)
 
 
 def model_rows(config: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -495,8 +559,10 @@ def _findings_and_tables(summary: str) -> tuple[str, str]:
 
 
 def _figure_line(section: Section, title: str, path: str) -> str:
+    """A figure and, on the line under it (a hard break, so it stays with its figure in every
+    renderer), its caption with the link to its PDF."""
     pdf = str(Path(path).with_suffix(".pdf"))
-    return f"\n![{md(section.label)} {md(title)}]({path})\n[{md(title)} as PDF]({pdf})"
+    return f"\n![{md(section.label)} {md(title)}]({path})  \n*{md(title)}* ([PDF]({pdf}))"
 
 
 def _results_note(table: list[dict[str, Any]]) -> str:
@@ -634,6 +700,10 @@ def write_report(
     paths["analyses"] = out_dir / "analyses.json"
     _write_text(paths["analyses"], json.dumps(as_json, indent=2, allow_nan=False))
     csv_names = [paths[name].name for name in tables]
+    parquet = write_parquet(out_dir, store, config)
+    if parquet is not None:
+        paths["per_sample"] = parquet
+        csv_names.append(parquet.name)
     models = model_rows(config, store.model_inputs())
     if models:
         paths["models"] = out_dir / "models.csv"

@@ -194,6 +194,26 @@ class Store:
             key,
         ).fetchall()
 
+    def sample_cells(
+        self, where: Mapping[str, Sequence[str]]
+    ) -> Iterator[tuple[tuple[str, str, str, str], list[tuple[int, float | None]]]]:
+        """Each cell with per-sample values whose model, dataset, transform and measure are
+        among ``where``'s (a column → its allowed values), in key order, with its rows
+        (index, value) in index order: one cell's rows at a time, so millions stream through."""
+        clauses, arguments = ["per_sample = 1"], []
+        for column in ("model", "dataset", "transform", "measure"):
+            if column in where:
+                values = list(where[column])
+                clauses.append(f"{column} IN ({', '.join('?' * len(values)) or 'NULL'})")
+                arguments += values
+        keys = self.connection.execute(
+            f"SELECT model, dataset, transform, measure FROM cells WHERE {' AND '.join(clauses)}"
+            " ORDER BY model, dataset, transform, measure",
+            arguments,
+        ).fetchall()
+        for key in keys:
+            yield tuple(key), self._samples(tuple(key))
+
     def damaged(self) -> list[tuple[str, str, str, str]]:
         """Keys of the cells whose row, per-sample values or per-view values no longer match
         their checksums."""

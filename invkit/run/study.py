@@ -21,7 +21,7 @@ from invkit.errors import InvkitError, StorageError, listing, unwritable_output
 from invkit.lock import exclusive
 from invkit.markup import terminal
 from invkit.paths import check_writable, refuse_links, resolve_path
-from invkit.plugin.passes import JobOutcome, PassResult, PassSpec
+from invkit.plugin.passes import Cell, JobOutcome, PassResult, PassSpec
 from invkit.results import outputs as kept_files
 from invkit.results.store import STORE_NAME, Store, store_files
 from invkit.run.plan import Problems, StudyPlan
@@ -36,6 +36,7 @@ OUTPUT_FILES = (
     "predictions.csv",
     "estimates.csv",
     "profiles.csv",
+    "per_sample.parquet",
     "models.csv",
     "analyses.json",
     "summary.tex",
@@ -103,6 +104,20 @@ def bundle_line(spec: PassSpec, results: Sequence[PassResult]) -> str:
         f"decoded once, {rate:,.0f} model-img/s, {accuracy}, {cells} cell(s)"
         + "".join(f", {note}" for note in _notes(first))
     )
+
+
+def smoke_lines(cells: Sequence[Cell]) -> list[str]:
+    """A smoke run's values, one line per transform × measure (the range over its models and
+    datasets), so that a run of hundreds of cells prints a screenful, not a line per cell."""
+    values: dict[tuple[str, str], list[float]] = {}
+    for cell in cells:
+        if cell.value is not None:
+            values.setdefault((cell.transform, cell.measure), []).append(cell.value)
+    return [
+        f"  {terminal(transform)} {terminal(measure)}: {min(v):.4f} to {max(v):.4f} over "
+        f"{len(v)} cell(s)"
+        for (transform, measure), v in values.items()
+    ]
 
 
 def model_passes(specs: Sequence[PassSpec]) -> int:
@@ -387,10 +402,8 @@ class Study:
             if result
             for cell in result.cells
         ]
-        for cell in cells:
-            self.echo(
-                f"  {cell.model} × {cell.dataset} {cell.transform} {cell.measure}: {cell.value:.4f}"
-            )
+        for line in smoke_lines(cells):
+            self.echo(line)
         return outcome
 
     def run(self) -> StudyOutcome:
@@ -536,10 +549,10 @@ class Study:
     def _warn_caveats(self, store: Store, config: dict[str, Any]) -> None:
         """Random weights, or one accuracy for every model on a test set: said on the console
         as in the report's Summary, since every number after it depends on it."""
-        from invkit.report.report import caveats, model_rows, results_table
+        from invkit.report.report import caveats, model_rows, results_table, subset_datasets
 
         models = model_rows(config, store.model_inputs())
-        for line in caveats(results_table(store, config), models):
+        for line in caveats(results_table(store, config), models, subset_datasets(config)):
             self.echo(f"invkit: warning: {terminal(line)}")
 
     def _note_unlabeled_held_out(self, store: Store) -> None:
