@@ -17,7 +17,9 @@ from invkit.api import (
     load_model,
     load_outputs,
     load_per_view,
+    open_study,
     run_pass,
+    run_study,
 )
 from invkit.errors import InvkitError
 from invkit.plugin.components import (
@@ -57,5 +59,7 @@ __all__ = [
     "load_model",
     "load_outputs",
     "load_per_view",
+    "open_study",
     "run_pass",
+    "run_study",
 ]
