@@ -244,7 +244,8 @@ def _table_list(data: Mapping[str, Any], key: str) -> list[Any]:
     return _expect(f"'{key}'", value, list, "a list")
 
 
-MODEL_KEYS = ["name", "spec", "specs", "specs_file", "params", "preprocessing", "group"]
+MODEL_KEYS = ["name", "names", "spec", "specs", "specs_file", "params", "preprocessing", "group"]
+NAME_PLACEHOLDER = "{name}"  # in a many-model entry's params: each model's own name
 
 
 MAX_LIST_BYTES = 4 * 2**20  # a specs_file: about 100,000 specs
@@ -269,19 +270,33 @@ def _small_text_file(where: str, path: Path) -> str:
 
 
 def _models(i: int, raw: Any, base_dir: Path) -> list[ModelEntry]:
-    """One ``[[models]]`` entry: a model, or many sharing ``params`` and ``preprocessing``
-    (``specs = [...]``, or ``specs_file``: one spec per line, ``#`` comments), each named by
-    its spec."""
+    """One ``[[models]]`` entry: a model, or many sharing ``params`` and ``preprocessing``:
+    ``names = [...]`` with one ``spec`` (runs of one architecture, each with its own
+    checkpoint), or ``specs = [...]`` or ``specs_file`` (one spec per line, ``#`` comments),
+    each named by its spec. In a many-model entry, ``{name}`` in a text of ``params`` is each
+    model's name: ``checkpoint = "ckpt/{name}.pt"``."""
     where = f"models[{i}]"
-    if not isinstance(raw, Mapping) or not ({"specs", "specs_file"} & set(raw)):
+    if not isinstance(raw, Mapping) or not ({"names", "specs", "specs_file"} & set(raw)):
         return [_model(where, raw)]
     _check_keys(where, raw, MODEL_KEYS)
-    given = [key for key in ("name", "spec", "specs", "specs_file") if key in raw]
+    given = [key for key in ("name", "names", "specs", "specs_file") if key in raw]
+    if "spec" in raw and "names" not in raw:
+        given.insert(0, "spec")
     if len(given) > 1:
         raise ConfigError(
             f"{where} gives {' and '.join(given)}; keep one: spec (with name) for one model, "
-            "specs or specs_file for many, each named by its spec"
+            "spec with names for runs of one spec, specs or specs_file for many specs"
         )
+    shared = {k: raw[k] for k in ("params", "preprocessing", "group") if k in raw}
+    if "names" in raw:
+        if "spec" not in raw:
+            raise ConfigError(f'{where} gives names but no spec; add spec = "python:..."')
+        names = _expect(f"{where}.names", raw["names"], list, "a list of model names")
+        if not names:
+            raise ConfigError(f"{where}.names lists no model")
+        return [
+            _model(f"{where}.names[{j}]", _named(raw, name, shared)) for j, name in enumerate(names)
+        ]
     if "specs" in raw:
         specs = _expect(f"{where}.specs", raw["specs"], list, "a list of spec strings")
         origin = f"{where}.specs"
@@ -294,15 +309,38 @@ def _models(i: int, raw: Any, base_dir: Path) -> list[ModelEntry]:
         origin = f"{where}.specs_file ({path.name})"
     if not specs:
         raise ConfigError(f"{where}: {origin} lists no model")
-    shared = {k: raw[k] for k in ("params", "preprocessing", "group") if k in raw}
-    return [_model(f"{origin}[{j}]", {"spec": spec, **shared}) for j, spec in enumerate(specs)]
+    return [
+        _model(f"{origin}[{j}]", {**_named(raw, spec, shared), "spec": spec})
+        for j, spec in enumerate(specs)
+    ]
+
+
+def _named(raw: Mapping[str, Any], name: Any, shared: Mapping[str, Any]) -> dict[str, Any]:
+    """One model of a many-model entry: its name, the entry's spec, and the shared keys with
+    ``{name}`` in the texts of ``params`` replaced by the name."""
+    entry: dict[str, Any] = {**shared, "name": name}
+    if "spec" in raw:
+        entry["spec"] = raw["spec"]
+    if isinstance(name, str) and isinstance(shared.get("params"), Mapping):
+        entry["params"] = _with_name(shared["params"], name)
+    return entry
+
+
+def _with_name(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(NAME_PLACEHOLDER, name)
+    if isinstance(value, Mapping):
+        return {k: _with_name(v, name) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_name(v, name) for v in value]
+    return value
 
 
 def _model(where: str, raw: Any) -> ModelEntry:
     if isinstance(raw, str):
         return ModelEntry(name=raw, spec=raw)
     _expect(where, raw, Mapping, 'a table such as { spec = "timm:resnet18" } or a spec string')
-    _check_keys(where, raw, [key for key in MODEL_KEYS if key not in ("specs", "specs_file")])
+    _check_keys(where, raw, [k for k in MODEL_KEYS if k not in ("names", "specs", "specs_file")])
     if "spec" not in raw:
         raise ConfigError(f'{where} needs a spec, e.g. spec = "timm:resnet18"')
     spec = _expect(f"{where}.spec", raw["spec"], str, "a string such as 'timm:resnet18'")
