@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import warnings
 from typing import Any
 
@@ -128,10 +129,13 @@ def plugins_command(include_builtins: bool, as_json: bool) -> None:
             click.echo(f"  unknown hooks (ignored): {', '.join(info.unknown_hooks)}")
 
 
+LIST_WIDTH = 96  # invkit list wraps descriptions at whole words
+
+
 def _component_text(component: Component) -> list[str]:
     lines = [f"{component.name}  [{component.plugin}]"]
-    if component.description:
-        lines.append(f"    {component.description}")
+    lines += textwrap.wrap(component.description, LIST_WIDTH, initial_indent="    ",
+                           subsequent_indent="    ")  # fmt: skip
     if component.kind == "measure":
         factory: Any = component.factory
         direction = "higher" if getattr(factory, "higher_is_invariant", True) else "lower"

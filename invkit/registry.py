@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import types
 import typing
 from collections import abc
@@ -209,6 +210,17 @@ def component_name(factory: Callable[..., Any], name: str | None) -> str:
     return chosen
 
 
+SENTENCE_END = re.compile(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)\.(?=\s|$)")
+
+
+def first_sentence(doc: str) -> str:
+    """A docstring's first sentence (its first paragraph's lines joined): what ``invkit list``
+    shows, never cut mid-sentence at a line break ("et al." and "e.g." end none)."""
+    paragraph = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    end = SENTENCE_END.search(paragraph)
+    return paragraph[: end.end()] if end else paragraph
+
+
 def describe(kind: Kind, factory: Callable[..., Any], name: str, plugin: str) -> Component:
     """Read a factory's docstring and signature into a ``Component``."""
     if not callable(factory):
@@ -217,7 +229,7 @@ def describe(kind: Kind, factory: Callable[..., Any], name: str, plugin: str) ->
             "which is not callable: register a class or a function"
         )
     doc = inspect.getdoc(factory) or ""
-    description = doc.strip().splitlines()[0] if doc.strip() else ""
+    description = first_sentence(doc)
     try:
         signature = inspect.signature(factory, eval_str=True)
     except (NameError, TypeError):

@@ -81,3 +81,19 @@ def test_unknown_kind_and_unknown_model_scheme_are_clear():
         invkit.list_components("widgets")
     with pytest.raises(invkit.InvkitError, match="spec ':x' has no scheme"):
         invkit.load_model(":x")
+
+
+def test_a_description_is_the_docstrings_whole_first_sentence():
+    from invkit.registry import first_sentence
+
+    doc = """COT: 1 − the optimal-transport cost between the target's softmax vectors and the
+    source's label distribution (Lu et al., NeurIPS 2023), e.g. for ImageNet.
+    A second sentence. A third.
+
+    Details."""
+    assert first_sentence(doc) == (
+        "COT: 1 − the optimal-transport cost between the target's softmax vectors and the "
+        "source's label distribution (Lu et al., NeurIPS 2023), e.g. for ImageNet."
+    )
+    cot = invkit.get_component("estimator", "cot").description
+    assert cot.endswith("(Lu et al., NeurIPS 2023).")  # two lines of the docstring, joined
