@@ -20,6 +20,7 @@ demo: install
 	$(VENV)/bin/invkit study --demo
 
 test: $(PY)
+	.ci/chromium
 	$(PY) -m pip install --quiet $(EDITABLE) '.[test]'
 	$(PY) -m pip install --quiet ./plugins/invkit-jigsaw
 	$(MAKE) lint
