@@ -345,3 +345,20 @@ def test_chance_caveats_name_each_model_and_each_set_where_all_are():
     assert "clean (0.110)" in lines[1] and "noisy" not in lines[1]
     assert len(lines) == 2  # b is above chance on clean and blur; a on blur
     assert caveats(table, models, subsets={"clean", "noisy"}) == []  # chance unknown there
+
+
+def test_a_names_entry_is_refused_without_its_spec_or_beside_specs():
+    from invkit.config import ConfigError, parse_config
+
+    def config(entry):
+        return {"models": [entry], "datasets": [{"name": "d", "spec": "digits"}],
+                "transforms": ["rotation"], "measures": ["ei"]}  # fmt: skip
+
+    with pytest.raises(ConfigError, match="gives names but no spec"):
+        parse_config(config({"names": ["a", "b"]}))
+    with pytest.raises(ConfigError, match="gives names and specs; keep one"):
+        parse_config(config({"spec": "timm:x", "names": ["a"], "specs": ["timm:y"]}))
+    with pytest.raises(ConfigError, match="two models are named 'a'"):
+        parse_config(config({"spec": "timm:x", "names": ["a", "a"]}))
+    parsed = parse_config(config({"specs": ["timm:x", "timm:y"], "params": {"tag": "{name}!"}}))
+    assert [m.params["tag"] for m in parsed.models] == ["timm:x!", "timm:y!"]
