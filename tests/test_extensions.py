@@ -140,7 +140,7 @@ def test_third_party_executor_analysis_and_shift_run_end_to_end(with_plugin_site
     assert "## Analysis `mean_invariance` (mean_invariance)" in report
     assert f"linear: mean invariance {means['linear']:.4f}" in report
     [plot] = [line for line in report.splitlines() if line.startswith("![mean_invariance bars]")]
-    assert (out / plot.split("(")[1].rstrip(")")).read_bytes()[:4] == b"\x89PNG"
+    assert (out / plot.split("](")[1].split(")")[0]).read_bytes()[:4] == b"\x89PNG"
     with (out / "means.csv").open() as handle:
         assert [r["model"] for r in csv.DictReader(handle)] == ["linear", "other_linear"]
     (out / "report.md").unlink()

@@ -334,7 +334,7 @@ def test_a_report_that_fails_half_way_leaves_the_previous_one_whole(tmp_path, mo
     quiet_study(config)
     rerender(out)
     before = (out / "report.md").read_text()
-    links = [line.split("(")[1].rstrip(")") for line in before.splitlines() if "![" in line]
+    links = [line.split("](")[1].split(")")[0] for line in before.splitlines() if "![" in line]
     assert len(links) >= 2
 
     from matplotlib.figure import Figure
