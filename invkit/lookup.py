@@ -10,7 +10,7 @@ from invkit.plugins import get_host
 from invkit.registry import KINDS, Component
 
 if TYPE_CHECKING:
-    from invkit.plugin.components import Measure, Shift, Transform
+    from invkit.plugin.components import LayerMeasure, Measure, Shift, Transform
 
 
 def _kind(kind: str) -> str:
@@ -57,6 +57,11 @@ def get_transform(name: str, **params: Any) -> Transform:
 def get_measure(name: str, **params: Any) -> Measure:
     """Build the measure ``name``: ``get_measure("ei")(original_probs, view_probs)``."""
     return get_component("measure", name).create(**params)
+
+
+def get_layer_measure(name: str, **params: Any) -> LayerMeasure:
+    """Build the layer measure ``name``: ``get_layer_measure("cka").accumulator()``."""
+    return get_component("layer_measure", name).create(**params)
 
 
 def get_shift(name: str, **params: Any) -> Shift:

@@ -39,6 +39,7 @@ ENTRY_POINT_GROUP = "invkit"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "invkit.builtins.transforms",
     "invkit.builtins.measures",
+    "invkit.builtins.layer_measures",
     "invkit.builtins.models",
     "invkit.builtins.datasets",
     "invkit.builtins.hf_datasets",

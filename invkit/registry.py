@@ -36,6 +36,7 @@ KINDS: dict[str, Kind] = {
     for kind in (
         Kind("transform", "register_transforms"),
         Kind("measure", "register_measures"),
+        Kind("layer_measure", "register_layer_measures"),
         Kind("model", "register_models", takes_spec=True),
         Kind("dataset", "register_datasets", takes_spec=True),
         Kind("shift", "register_shifts"),

@@ -84,6 +84,34 @@ class Measure:
         return f"{type(self).__name__}()"
 
 
+class LayerAccumulator:
+    """One model × dataset × transform × layer of a layer measure, accumulated batch by batch:
+    ``update(original, views)`` with the layer's ``(B, ...)`` output on the originals and on
+    each view, then ``result()``: ``(value, per_view)``, per_view a list of one value per view
+    or ``None``. It keeps running sums, so memory does not grow with the images."""
+
+    def update(self, original: torch.Tensor, views: Sequence[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def result(self) -> tuple[float, list[float] | None]:
+        raise NotImplementedError
+
+
+class LayerMeasure:
+    """How invariant a layer's features are to a transform, over a whole test set (not per
+    image): ``accumulator()`` gives a fresh ``LayerAccumulator`` for each model × dataset ×
+    transform × layer. ``higher_is_invariant`` as for ``Measure``."""
+
+    name: str = ""
+    higher_is_invariant: bool = True
+
+    def accumulator(self) -> LayerAccumulator:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
 @dataclass(frozen=True)
 class Estimate:
     """An estimate with what qualifies it, for an estimator that knows more than the number.

@@ -129,6 +129,21 @@ def register_estimators(register: Register) -> None:
 
 
 @hookspec
+def register_layer_measures(register: Register) -> None:
+    """Add layer measures: how invariant a layer's features are, over a whole pass.
+
+    The object a factory returns has ``higher_is_invariant`` (bool) and ``accumulator()``,
+    which returns a fresh accumulator for one model × dataset × transform × layer. The pass
+    calls the accumulator's ``update(original, views)`` once per batch, with the layer's
+    output on the batch's originals, a ``(B, ...)`` tensor, and on each of the transform's
+    views, a list of ``(B, ...)`` tensors of the same shape; then ``result()`` once, which
+    returns ``(value, per_view)``: a float, and a list of one float per view or ``None``.
+    An accumulator keeps running sums, never the features. Subclassing
+    ``invkit.LayerMeasure`` documents the contract (docs/layers.md).
+    """
+
+
+@hookspec
 def register_executors(register: Register) -> None:
     """Add executors: strategies that run a study's passes, here or elsewhere.
 
