@@ -412,6 +412,43 @@ def report_command(directory: str) -> None:
     click.echo(f"invkit: report written to {paths['report']}")
 
 
+@cli.command("layers")
+@click.argument("spec")
+@click.option(
+    "--param", "params", multiple=True, metavar="KEY=VALUE",
+    help="A loader parameter, VALUE read as TOML (pretrained=false, num_classes=10, "
+    'checkpoint="model.pt"); repeat for more.',
+)  # fmt: skip
+def layers_command(spec: str, params: tuple[str, ...]) -> None:
+    """List the modules of the model SPEC (as a [[models]] spec names it) with the shape of
+    each one's output on one image: the names a study's `layers = [...]` can measure.
+    "output" is the model's own output; "stages" (timm models) is listed last. A timm model
+    needs its weights unless --param pretrained=false."""
+    import tomllib
+
+    from invkit.api import load_model
+    from invkit.inputs.layers import module_outputs, timm_stages
+
+    values = {}
+    for param in params:
+        key, separator, text = param.partition("=")
+        if not separator or not key.strip():
+            raise InvkitError(f"--param takes KEY=VALUE; got {param!r}")
+        try:
+            values[key.strip()] = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip()] = text  # a bare word: text
+    loaded = load_model(spec, **values)
+    rows = module_outputs(loaded.module, loaded.preprocessing.input_size)
+    width = max(len(name) for name, _, _ in rows)
+    kinds = max(len(kind) for _, kind, _ in rows)
+    for name, kind, output in rows:
+        click.echo(terminal(f"{name:<{width}}  {kind:<{kinds}}  {output}"))
+    if spec.startswith("timm:"):
+        stages = timm_stages(spec.split(":", 1)[1].split("@")[0])
+        click.echo(terminal(f'"stages": {", ".join(stages)}'))
+
+
 @cli.command("outputs")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")

@@ -123,6 +123,7 @@ class ModelEntry:
     params: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     group: str | None = None  # runs of one training recipe (seeds): GDE's partners
+    layers: tuple[str, ...] = ()  # layers whose invariance is measured (docs/layers.md)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class RunOptions:
     compile: bool = False  # torch.compile each model before its pass
     outputs: str = "summary"  # what each pass keeps of its outputs: "summary", "full", "none"
     outputs_topk: int = 5  # classes kept per image and view (top-k indices and probabilities)
+    layers: tuple[str, ...] = ()  # every model's layers, unless its entry names its own
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ class StudyConfig:
     analyses: tuple[ComponentEntry, ...]
     run: RunOptions
     base_dir: Path = Path(".")
+    layer_measures: tuple[ComponentEntry, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, stored with the results so ``invkit report`` can re-render."""
@@ -199,12 +202,14 @@ class StudyConfig:
             "transforms": entries(self.transforms),
             "measures": entries(self.measures),
             "analyses": entries(self.analyses),
+            "layer_measures": entries(self.layer_measures),
             "run": dataclasses.asdict(self.run),
             "base_dir": str(self.base_dir),
         }
 
 
-TOP_LEVEL = ("models", "datasets", "transforms", "measures", "analyses", "run")
+TOP_LEVEL = ("models", "datasets", "transforms", "measures", "layer_measures", "analyses", "run")
+DEFAULT_LAYER_MEASURES = ("normalized_variance", "cka")  # when layers are named and these are not
 
 
 def _unknown(where: str, key: str, known: list[str]) -> ConfigError:
@@ -244,7 +249,9 @@ def _table_list(data: Mapping[str, Any], key: str) -> list[Any]:
     return _expect(f"'{key}'", value, list, "a list")
 
 
-MODEL_KEYS = ["name", "names", "spec", "specs", "specs_file", "params", "preprocessing", "group"]
+MODEL_KEYS = [
+    "name", "names", "spec", "specs", "specs_file", "params", "preprocessing", "group", "layers",
+]  # fmt: skip
 NAME_PLACEHOLDER = "{name}"  # in a many-model entry's params: each model's own name
 
 
@@ -287,7 +294,7 @@ def _models(i: int, raw: Any, base_dir: Path) -> list[ModelEntry]:
             f"{where} gives {' and '.join(given)}; keep one: spec (with name) for one model, "
             "spec with names for runs of one spec, specs or specs_file for many specs"
         )
-    shared = {k: raw[k] for k in ("params", "preprocessing", "group") if k in raw}
+    shared = {k: raw[k] for k in ("params", "preprocessing", "group", "layers") if k in raw}
     if "names" in raw:
         if "spec" not in raw:
             raise ConfigError(f'{where} gives names but no spec; add spec = "python:..."')
@@ -359,7 +366,23 @@ def _model(where: str, raw: Any) -> ModelEntry:
         params=dict(_expect(f"{where}.params", raw.get("params", {}), Mapping, "a table")),
         preprocessing=preprocessing,
         group=_optional_str(f"{where}.group", raw.get("group")),
+        layers=layer_names(f"{where}.layers", raw.get("layers", [])),
     )
+
+
+def layer_names(where: str, value: Any) -> tuple[str, ...]:
+    """Layers as a config names them: a list of module names (``"output"`` and ``"stages"``
+    among them), or one such name."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(
+            f'{where} must be a list of module names, e.g. ["layer1", "layer2.1.conv2", '
+            f'"output"], or "stages"; got {value!r}'
+        )
+    bad = [n for n in names if "@" in n]
+    if bad:
+        raise ConfigError(f"{where}: {bad[0]!r} is not a module name (no '@' in one)")
+    return tuple(dict.fromkeys(names))
 
 
 def _dataset(i: int, raw: Any) -> DatasetEntry | list[DatasetEntry]:
@@ -520,6 +543,8 @@ def _run_value(name: str, value: Any) -> Any:
     """One ``[run]`` value, checked on its own."""
     if name in AUTO_OR_COUNT:
         return _auto_or_count(f"run.{name}", value, AUTO_OR_COUNT[name])
+    if name == "layers":
+        return layer_names("run.layers", list(value) if isinstance(value, tuple) else value)
     default = getattr(RunOptions(), name)
     what = "a table" if isinstance(default, dict) else f"a {type(default).__name__}"
     value = _expect(f"run.{name}", value, type(default), what)
@@ -595,6 +620,7 @@ SECTIONS = {
     "datasets": _dataset,
     "transforms": lambda i, raw: _component("transforms", i, raw),
     "measures": lambda i, raw: _component("measures", i, raw),
+    "layer_measures": lambda i, raw: _component("layer_measures", i, raw),
     "analyses": lambda i, raw: _component("analyses", i, raw),
 }
 REQUIRED_SECTIONS = ("models", "datasets", "transforms", "measures")
@@ -629,9 +655,25 @@ def parse_config(
         ]
         _collected(problems, _unique, section, sections[section])
     _collected(problems, _one_source, sections["datasets"])
+    run = _run(data.get("run", {}), problems)
+    layered = run.layers or any(m.layers for m in sections["models"])
+    if layered and not sections["layer_measures"] and "layer_measures" not in data:
+        sections["layer_measures"] = [ComponentEntry(n, n) for n in DEFAULT_LAYER_MEASURES]
+    for section in ("measures", "layer_measures"):
+        problems += [
+            f"{section}[{entry.name!r}]: a label may not hold '@' (it joins a layer measure to "
+            "its layer in the store); rename it"
+            for entry in sections[section]
+            if "@" in entry.name
+        ]
+    if sections["layer_measures"] and not layered:
+        problems.append(
+            "layer_measures are listed but no model names layers; add layers = [...] to a "
+            "[[models]] entry or to [run] (docs/layers.md)"
+        )
     config = StudyConfig(
         **{section: tuple(entries) for section, entries in sections.items()},
-        run=_run(data.get("run", {}), problems),
+        run=run,
         base_dir=base_dir,
     )
     if problems and not collect:

@@ -81,6 +81,8 @@ class PassSpec:
     kept_file: str = ""  # the outputs file to keep (its name in outputs/); "": keep nothing
     kept_views: tuple[tuple[str, str], ...] = ()  # (transform, fingerprint of its outputs)
     staging: str = ""  # the study's staging folder, where a pass writes ``full`` outputs
+    layer_measures: tuple[ComponentEntry, ...] = ()  # those its layer cells (measure@layer) use
+    layers: tuple[str, ...] = ()  # every layer the study measures in this model
 
     @property
     def members(self) -> tuple[PassSpec, ...]:

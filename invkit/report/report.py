@@ -24,6 +24,7 @@ from typing import Any
 
 from invkit.analysis.render import format_value, markdown_table
 from invkit.errors import InvkitError, InvkitWarning, unwritable_output
+from invkit.inputs.layers import layer_cell
 from invkit.markup import code, csv_cell, fenced, md, terminal
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, is_own, refuse_links, replacing
 from invkit.report.formats import report_html, summary_latex
@@ -46,10 +47,14 @@ RESULT_COLUMNS = [
     "skipped",
     "higher_is_invariant",
     "matching",
+    "layer",
+    "depth",
 ]
 
 
-PER_VIEW_COLUMNS = ["model", "dataset", "transform", "measure", "view", "magnitude", "value"]
+PER_VIEW_COLUMNS = [
+    "model", "dataset", "transform", "measure", "layer", "view", "magnitude", "value",
+]  # fmt: skip
 
 
 def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -61,14 +66,21 @@ def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any
     }
     cells = store.cells()
     views = store.view_values()
+    layers = measured_layers(store, config)
+    layer_measures = [entry["name"] for entry in config.get("layer_measures", [])]
     rows = []
     for model in names["models"]:
         for dataset in names["datasets"]:
             for transform in names["transforms"]:
-                for measure in names["measures"]:
-                    cell = cells.get((model, dataset, transform, measure))
+                keys = [(measure, "", None) for measure in names["measures"]]
+                keys += [(m, layer, depth) for layer, depth in layers.get(model, [])
+                         for m in layer_measures]  # fmt: skip
+                for measure, layer, depth in keys:
+                    label = layer_cell(measure, layer) if layer else measure
+                    cell = cells.get((model, dataset, transform, label))
                     if cell is not None:
-                        row = {column: getattr(cell, column) for column in RESULT_COLUMNS}
+                        row = {column: getattr(cell, column) for column in RESULT_COLUMNS[:-2]}
+                        row.update(measure=measure, layer=layer or None, depth=depth)
                         row["views"] = [
                             {"view": view, "magnitude": magnitude, "value": value}
                             for view, magnitude, value in views.get(cell.key, [])
@@ -77,10 +89,24 @@ def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any
     return rows
 
 
+def measured_layers(store: Store, config: Mapping[str, Any]) -> dict[str, list[tuple[str, float]]]:
+    """Per model, the layers the config measures, shallowest first, with their relative depth
+    as the model's last pass recorded it (``"stages"``: every layer it recorded)."""
+    recorded = store.model_inputs()
+    chosen = {}
+    for entry in config["models"]:
+        named = entry.get("layers") or config.get("run", {}).get("layers") or []
+        depths = recorded.get(entry["name"], {}).get("layer_depths", {})
+        keep = [(layer, depth) for layer, depth in depths.items()
+                if "stages" in named or layer in named]  # fmt: skip
+        chosen[entry["name"]] = sorted(keep, key=lambda item: item[1])
+    return chosen
+
+
 def per_view_table(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per cell and view (per_view.csv): the cell's value on that view."""
     return [
-        {**{k: row[k] for k in PER_VIEW_COLUMNS[:4]}, **view}
+        {**{k: row[k] for k in PER_VIEW_COLUMNS[:5]}, **view}
         for row in table
         for view in row["views"]
     ]
@@ -99,6 +125,8 @@ def analysis_rows(table: list[dict[str, Any]], config: Mapping[str, Any]) -> lis
     for row in table:
         row = {**row, "invariance": row["value"], "source": row["dataset"] in sources,
                "meta_set": row["dataset"] in meta, "group": groups.get(row["model"])}  # fmt: skip
+        if row.get("layer"):  # a layer measure at a layer: a measure of its own to analyses
+            row["measure"] = layer_cell(row["measure"], row["layer"])
         if row["dataset"] in held_out:
             row["true_accuracy"], row["accuracy"] = row["accuracy"], None
         rows.append(row)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from invkit.results.outputs import Outputs
     from invkit.run.study import StudyOutcome
 
-FLOAT_COLUMNS = ("value", "low", "high", "accuracy", "magnitude")
+FLOAT_COLUMNS = ("value", "low", "high", "accuracy", "magnitude", "depth")
 # Names in the analyses' CSV tables: text even where they read as numbers (a model "-1",
 # a view "90"), and empty cells there are missing.
 TEXT_COLUMNS = ("analysis", "kind", "model", "dataset", "transform", "measure", "estimator",
@@ -52,14 +52,18 @@ DATASET_COLUMNS = [
 def _frame(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
     """Rows as a DataFrame with the given columns, renamed (``FRAME_NAMES``); a float column
     with missing values holds NaN, never None."""
+    import numpy as np
     import pandas as pd
 
     frame = pd.DataFrame.from_records(
         [{c: row.get(c) for c in columns} for row in rows], columns=list(columns)
     )
-    for column in FLOAT_COLUMNS:
-        if column in frame:
+    for column in frame.columns:
+        if column in FLOAT_COLUMNS:
             frame[column] = frame[column].astype("float64")
+        elif frame[column].dtype == object and frame[column].isna().any():
+            missing = frame[column].isna()  # an output cell's layer: NaN, as a CSV reads it
+            frame[column] = np.nan if missing.all() else frame[column].where(~missing, np.nan)
     return frame.rename(columns=FRAME_NAMES)
 
 

@@ -16,6 +16,7 @@ from invkit.config import StudyConfig
 from invkit.errors import described, listing
 from invkit.inputs.classes import plan_labels
 from invkit.inputs.data import read_pixels
+from invkit.inputs.layers import find_layers
 from invkit.plugin.passes import Resolved
 from invkit.run.passes import input_key, load_dataset_for, load_model_for, module_bytes
 from invkit.run.plan import Problems, StudyPlan
@@ -74,6 +75,12 @@ def check_loading(
             )
         size = "×".join(map(str, loaded.preprocessing.input_size))
         echo(f"  model {model.name!r}: {loaded.preprocessing.num_classes} outputs, input {size}")
+        if plan.layers.get(model.name):
+            with problems.at():
+                find_layers(
+                    loaded.module, plan.layers[model.name], model.name,
+                    f"{model.scheme}:{model.rest}",
+                )  # fmt: skip
         for dataset, data in [
             datasets[d.name] for m, d in pairs if m == model and d.name in datasets
         ]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from invkit.analysis.aggregate import view_labels, view_values
 from invkit.config import VIEWS_PER_FORWARD
 from invkit.errors import InvkitError
 from invkit.inputs.data import as_float
+from invkit.inputs.layers import find_layers
 from invkit.plugin.components import LoadedModel
 from invkit.results.outputs import reads_model, reads_top
 from invkit.run.kept import Recorder, dense_top
@@ -71,6 +73,8 @@ class Evaluation:
     forward_images: int
     seconds: float
     recorder: Recorder | None = None  # the outputs it kept
+    layers: dict[tuple[str, str], tuple[float, list[float] | None]] = field(default_factory=dict)
+    # (transform, "measure@layer") → the layer measure's value and its value on each view
 
     @property
     def labeled(self) -> int:
@@ -108,6 +112,9 @@ class ModelRun:
     targets: Sequence[int] | None = None  # dataset label → target index; None: as given
     label: str = ""
     keep: Keep | None = None  # what to keep of the outputs; None: nothing
+    layers: Mapping[str, Sequence[tuple[str, str, Any]]] = field(default_factory=dict)
+    # transform name → (layer, cell label, layer measure) of its layer cells
+    spec: str = ""  # the model's spec, to name in an error about its layers
 
 
 @dataclass(frozen=True)
@@ -154,12 +161,52 @@ class _ModelState:
             for m, measure in ms
             if not reads_model(measure)
         }
+        self.layer_modules = find_layers(
+            self.module,
+            list(dict.fromkeys(layer for cells in run.layers.values() for layer, _, _ in cells)),
+            run.label.split(" × ")[0],
+            run.spec,
+        )
+        self.accumulators = {
+            (t, label): measure.accumulator()
+            for t, cells in run.layers.items()
+            for _, label, measure in cells
+        }
+        self.capturing = False
+        self.captured: dict[str, torch.Tensor] = {}
+        self.hooks = [
+            module.register_forward_hook(self._capture(name))
+            for name, module in self.layer_modules.items()
+        ]
         keep = run.keep
         self.top = max([keep.topk if keep else 1, *(k for k in self.reads.values() if k)])
         self.recorder = keep and Recorder(groups, keep.level, self.top, keep.spill)
         self.targets: list[torch.Tensor] = []
         self.correct: list[torch.Tensor] = []
         self.forward_images = 0
+
+    def _capture(self, layer: str) -> Any:
+        """A forward hook keeping the layer's output of the forward pass under way (only in the
+        pass's own forward passes: a derivative measure's are not captured)."""
+
+        def hook(module: Any, inputs: Any, output: Any) -> None:
+            if not self.capturing:
+                return
+            if not isinstance(output, torch.Tensor):
+                raise InvkitError(
+                    f"{self.run.label}: layer {layer!r} returns a {type(output).__name__}, not "
+                    "a tensor, so its invariance cannot be measured; name one of its modules "
+                    f"that returns a tensor (`invkit layers {self.run.spec}` lists them)"
+                )
+            self.captured[layer] = output.detach()
+
+        return hook
+
+    def release(self) -> None:
+        """Remove the layer hooks: the model is used again after the pass."""
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
 
     def model_targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels if self.lookup is None else self.lookup[labels]
@@ -211,7 +258,7 @@ def evaluate(
         leave=False,
         dynamic_ncols=True,
     )
-    with torch.inference_mode(), bar:
+    with torch.inference_mode(), bar, _hooks_removed(states):
         batches = enumerate(_batches(loader))
         for batch_number, (pixels, labels, index, errors, enlarged) in batches:
             bar.update(len(index))
@@ -246,6 +293,16 @@ def evaluate(
     return [_evaluation(state, all_indices, skipped, upsampled, seconds) for state in states]
 
 
+@contextmanager
+def _hooks_removed(states: Sequence[_ModelState]) -> Iterator[None]:
+    """The pass; then every layer hook is removed, whether it finished or failed."""
+    try:
+        yield
+    finally:
+        for state in states:
+            state.release()
+
+
 def views_of_batch(transform: Any, pixels: torch.Tensor) -> Iterator[torch.Tensor]:
     """A transform's views of a batch, one at a time when it can make them so
     (``iter_views``), so that only a chunk of them is ever held."""
@@ -265,19 +322,23 @@ def _forward_views(
     order), and each transform's view count. Views are made ``views_per_forward`` at a time
     (0: all at once), and each chunk runs through every model before the next is made."""
     size = pixels.shape[0]
-    parts: list[dict[str, list[torch.Tensor]]] = [
-        {"": [_model_forward(state, pixels, amp)]} for state in states
-    ]
+    parts: list[dict[str, list[torch.Tensor]]] = []
+    features: list[dict[str, list[dict[str, torch.Tensor]]]] = []  # per model: per view
+    for state in states:
+        parts.append({"": [_model_forward(state, pixels, amp)]})
+        features.append({"": [state.captured]})
     counts = dict.fromkeys(needed, 0)
     pending: list[tuple[str, torch.Tensor]] = []
 
     def flush() -> None:
-        for state, mine in zip(states, parts, strict=True):
+        for state, mine, layers in zip(states, parts, features, strict=True):
             own = [(t, view) for t, view in pending if t in state.run.cells]
             if own:
                 logits = _model_forward(state, torch.cat([view for _, view in own]), amp)
-                for (t, _), block in zip(own, logits.split(size), strict=True):
+                blocks = {name: f.split(size) for name, f in state.captured.items()}
+                for i, ((t, _), block) in enumerate(zip(own, logits.split(size), strict=True)):
                     mine.setdefault(t, []).append(block)
+                    layers.setdefault(t, []).append({n: b[i] for n, b in blocks.items()})
         pending.clear()
 
     for t in needed:
@@ -288,18 +349,25 @@ def _forward_views(
                 flush()
     flush()
     outputs = []
-    for state, mine in zip(states, parts, strict=True):
+    for state, mine, layers in zip(states, parts, features, strict=True):
         order = [""] + [t for t in state.run.cells]
         outputs.append(torch.cat([block for t in order for block in mine.get(t, [])]))
         state.forward_images += outputs[-1].shape[0]
+        state.views = [view for t in order for view in layers.get(t, [])]
     return outputs, counts
 
 
 def _model_forward(state: _ModelState, pixels: torch.Tensor, amp: bool) -> torch.Tensor:
-    """One model's logits over a block of pixels in [0, 1], after its normalization."""
+    """One model's logits over a block of pixels in [0, 1], after its normalization; its
+    layers' outputs, when it measures some, in ``state.captured``."""
     normalized = (pixels - state.mean) / state.std
-    with torch.autocast(device_type=pixels.device.type, dtype=torch.bfloat16, enabled=amp):
-        return state.module(normalized).float()
+    state.captured = {}
+    state.capturing = bool(state.layer_modules)
+    try:
+        with torch.autocast(device_type=pixels.device.type, dtype=torch.bfloat16, enabled=amp):
+            return state.module(normalized).float()
+    finally:
+        state.capturing = False
 
 
 def _evaluate_batch(
@@ -361,8 +429,28 @@ def _evaluate_batch(
             these = given[offset : offset + count]
             state.values[(t, m)].append(view_values(measure, given[0], these, known))
         offset += count
+    if state.accumulators:
+        _accumulate_layers(state, counts)
     if state.recorder:
         state.recorder.add(logits, probs, top_indices, top_probs, size)
+
+
+def _accumulate_layers(state: _ModelState, counts: Mapping[str, int]) -> None:
+    """One batch's layer outputs (originals, then each transform's views, in the logits'
+    order) into the model's layer measures."""
+    views = state.views
+    offset = 1
+    for t in state.run.cells:
+        count = counts[t]
+        for layer, label, _ in state.run.layers.get(t, ()):
+            try:
+                state.accumulators[(t, label)].update(
+                    views[0][layer], [view[layer] for view in views[offset : offset + count]]
+                )
+            except InvkitError as error:
+                where = f"{state.run.label}: layer {layer!r} under {t}"
+                raise InvkitError(f"{where}: {error}") from None
+        offset += count
 
 
 def _evaluation(
@@ -384,4 +472,15 @@ def _evaluation(
         forward_images=state.forward_images,
         seconds=seconds,
         recorder=state.recorder,
+        layers=_layer_results(state),
     )
+
+
+def _layer_results(state: _ModelState) -> dict[tuple[str, str], tuple[float, list[float] | None]]:
+    results = {}
+    for (t, label), accumulator in state.accumulators.items():
+        try:
+            results[(t, label)] = accumulator.result()
+        except InvkitError as error:
+            raise InvkitError(f"{state.run.label}: {label} under {t}: {error}") from None
+    return results

@@ -24,8 +24,9 @@ from invkit.errors import InvkitError, described, listing
 from invkit.inputs.checkpoints import trusted_checkpoints
 from invkit.inputs.classes import plan_labels
 from invkit.inputs.data import PreparedDataset, make_loader, subset_indices
+from invkit.inputs.layers import layer_depths, split_layer_cell
 from invkit.inputs.preprocessing import checked_model
-from invkit.lookup import get_component, get_measure, get_shift, get_transform
+from invkit.lookup import get_component, get_layer_measure, get_measure, get_shift, get_transform
 from invkit.plugin.components import LoadedModel, Preprocessing
 from invkit.plugin.passes import Cell, PassResult, PassSpec, Resolved
 from invkit.results.outputs import reads_model
@@ -34,6 +35,7 @@ from invkit.run.kept import kept_outputs, spill_folder
 
 DATASETS_KEPT = 4
 DERIVATIVE_VIEW = ("d/dt", None)  # the one "view" of a derivative measure: t → 0
+ALL_VIEWS = "all views"  # the one "view" of a layer measure taken over every view at once
 
 
 _model_cache: dict[str, LoadedModel] = {}
@@ -135,6 +137,10 @@ def run_pass(spec: PassSpec) -> PassResult:
         m.name: get_measure(m.component, **m.params)
         for m in {m.name: m for member in members for m in member.measures}.values()
     }
+    layer_measures = {
+        m.name: get_layer_measure(m.component, **m.params)
+        for m in {m.name: m for member in members for m in member.layer_measures}.values()
+    }
     models = load_models_for([m.model for m in members], transforms, run.trust_checkpoints)
     keys = {input_key(loaded.preprocessing) for loaded in models}
     if len(keys) > 1:
@@ -173,8 +179,13 @@ def run_pass(spec: PassSpec) -> PassResult:
         model_runs = []
         for member, loaded, plan in zip(members, models, plans, strict=True):
             cells: dict[str, list[tuple[str, Any]]] = {t.name: [] for t in member.transforms}
+            layers: dict[str, list[tuple[str, str, Any]]] = {}
             for t, m, _ in member.cells:
-                cells.setdefault(t, []).append((m, measures[m]))
+                split = split_layer_cell(m)
+                if split:
+                    layers.setdefault(t, []).append((split[1], m, layer_measures[split[0]]))
+                else:
+                    cells.setdefault(t, []).append((m, measures[m]))
             keep = None
             if member.kept_file:
                 spill = spill_folder(member.staging) if run.outputs == "full" else None
@@ -182,8 +193,9 @@ def run_pass(spec: PassSpec) -> PassResult:
                     cleanup.callback(shutil.rmtree, spill, ignore_errors=True)
                 keep = Keep(run.outputs, run.outputs_topk, spill)
             model_runs.append(
-                ModelRun(loaded, cells, plan.logit_index, plan.targets, member.label, keep)
-            )
+                ModelRun(loaded, cells, plan.logit_index, plan.targets, member.label, keep,
+                         layers, spec=f"{member.model.scheme}:{member.model.rest}")
+            )  # fmt: skip
         evaluations = evaluate(
             model_runs,
             loader,
@@ -206,16 +218,20 @@ def run_pass(spec: PassSpec) -> PassResult:
                 "record and skip them (`invkit check --images` finds them all before a study)"
             )
         results = [
-            pass_result(member, plan.method, evaluation, measures, bad_files, transforms)
+            pass_result(
+                member, plan.method, evaluation, measures, bad_files, transforms, layer_measures
+            )
             for member, plan, evaluation in zip(members, plans, evaluations, strict=True)
         ]
-        for result, loaded in zip(results, models, strict=True):
+        for result, loaded, member in zip(results, models, members, strict=True):
             result.input_size = tuple(loaded.preprocessing.input_size)
             result.device = str(device)
             result.preprocessing = {
                 **model_input(loaded.preprocessing),
                 "random_weights": loaded.random_weights,
             }
+            if member.layers:  # each measured layer's relative depth, for layer_profile
+                result.preprocessing["layer_depths"] = layer_depths(loaded.module, member.layers)
         results[0].shared = results[1:]
         results[0].decoded = len(prepared)
         return results[0]
@@ -228,6 +244,7 @@ def pass_result(
     measures: dict[str, Any],
     bad_files: list[str],
     transforms: Mapping[str, Any],
+    layer_measures: Mapping[str, Any] | None = None,
 ) -> PassResult:
     """One model's ``PassResult`` from its ``Evaluation`` (made by a pass, or read from kept
     outputs): a cell per (transform, measure), summarized, its value on each view, and the
@@ -235,29 +252,30 @@ def pass_result(
     run = spec.run
     fingerprints = {(t, m): fingerprint for t, m, fingerprint in spec.cells}
     cells, samples, per_view = [], {}, {}
+
+    def cell(key: tuple[str, str, str, str], measure: Any, **values: Any) -> Cell:
+        """A cell of this pass: its keys and values, and what the pass counted."""
+        return Cell(
+            *key,
+            fingerprint=fingerprints[key[2:]],
+            accuracy=evaluation.accuracy,
+            images=evaluation.images,
+            labeled=evaluation.labeled,
+            skipped=len(evaluation.skipped),
+            higher_is_invariant=getattr(measure, "higher_is_invariant", None),
+            seconds=evaluation.seconds,
+            matching=matching,
+            **values,
+        )
+
     for (t, m), by_view in evaluation.values.items():
         values = by_view.mean(dim=0)  # each image's mean over the views
         summary = summarize(
             values, bootstrap=run.bootstrap > 0, n_resamples=run.bootstrap or 1000, seed=run.seed
         )
         key = (spec.model.name, spec.dataset.name, t, m)
-        cells.append(
-            Cell(
-                *key,
-                fingerprint=fingerprints[(t, m)],
-                value=summary.mean,
-                low=summary.low,
-                high=summary.high,
-                accuracy=evaluation.accuracy,
-                images=evaluation.images,
-                labeled=evaluation.labeled,
-                skipped=len(evaluation.skipped),
-                higher_is_invariant=getattr(measures[m], "higher_is_invariant", None),
-                per_sample=run.per_sample,
-                seconds=evaluation.seconds,
-                matching=matching,
-            )
-        )
+        cells.append(cell(key, measures[m], value=summary.mean, low=summary.low,
+                          high=summary.high, per_sample=run.per_sample))  # fmt: skip
         if run.per_sample:
             samples[key] = (evaluation.indices.tolist(), values.tolist())
         means = by_view.mean(dim=1).tolist()  # each view's mean over the images
@@ -265,6 +283,17 @@ def pass_result(
         per_view[key] = [
             (name, magnitude, value) for (name, magnitude), value in zip(views, means, strict=True)
         ]
+    for (t, label), (value, by_view) in evaluation.layers.items():
+        key = (spec.model.name, spec.dataset.name, t, label)
+        measure = (layer_measures or {})[split_layer_cell(label)[0]]  # type: ignore[index]
+        # a layer measure is a statistic of the whole set: no interval, no per-sample values
+        cells.append(cell(key, measure, value=value, low=None, high=None, per_sample=False))
+        views = views_of(transforms[t])
+        per_view[key] = (
+            [(name, magnitude, v) for (name, magnitude), v in zip(views, by_view, strict=True)]
+            if by_view is not None
+            else [(ALL_VIEWS, None, value)]
+        )
     kept = None
     if evaluation.recorder is not None:
         metadata = {

@@ -28,11 +28,13 @@ from invkit.fingerprint import digest, path_digest
 from invkit.inputs.classes import SUBSET_KEYWORDS, check_class_map, subset_lines
 from invkit.inputs.codeprint import component_version
 from invkit.inputs.data import PIPELINE_VERSION
+from invkit.inputs.layers import layer_cell, resolve_layers, split_layer_cell
 from invkit.inputs.preprocessing import check_channels
 from invkit.lookup import (
     get_analysis,
     get_component,
     get_executor,
+    get_layer_measure,
     get_measure,
     get_shift,
     get_transform,
@@ -139,6 +141,9 @@ class StudyPlan:
         for label in self.derivatives:
             with problems.at(f"measures[{label!r}]"):
                 check_generators(label, self.transforms)
+        self.layer_measures = _build(
+            "layer_measures", config.layer_measures, get_layer_measure, problems
+        )
         self.analyses = _build("analyses", config.analyses, get_analysis, problems)
         for label, analysis in self.analyses.items():
             check = getattr(analysis, "check_transforms", None)
@@ -149,6 +154,13 @@ class StudyPlan:
             self.executor = get_executor(config.run.executor, **config.run.executor_params)
         self._versions: dict[tuple[str, str], str] = {}
         self.models = self._resolve_all("model", config.models, problems)
+        self.layers: dict[str, list[str]] = {}  # model → the layers measured in it
+        for model in self.models:
+            names = model.entry.layers or config.run.layers
+            with problems.at(f"models[{model.name!r}].layers"):
+                self.layers[model.name] = resolve_layers(
+                    names, model.scheme, model.rest, f"models[{model.name!r}]"
+                )
         for entry in config.models:
             channels = declared_channels(entry)
             if channels is not None:
@@ -289,6 +301,31 @@ class StudyPlan:
             }
         )
 
+    def layer_fingerprint(
+        self,
+        model: Resolved,
+        dataset: Resolved,
+        transform: ComponentEntry,
+        measure: ComponentEntry,
+        layer: str,
+    ) -> str:
+        """What determines a layer measure's value at one layer: as a cell, and the layer."""
+        return digest(
+            {
+                **self._pass_print(model, dataset),
+                "transform": self._component_print("transform", transform),
+                "layer_measure": self._component_print("layer_measure", measure),
+                "layer": layer,
+            }
+        )
+
+    def cells_of(self, model: Resolved) -> int:
+        """How many cells a model has on each dataset: transforms × (measures + layer
+        measures × its layers)."""
+        per_transform = len(self.config.measures)
+        per_transform += len(self.config.layer_measures) * len(self.layers.get(model.name, ()))
+        return len(self.config.transforms) * per_transform
+
     def outputs_fingerprint(
         self, model: Resolved, dataset: Resolved, transform: ComponentEntry
     ) -> str:
@@ -334,14 +371,17 @@ class StudyPlan:
                 rerun |= {
                     t
                     for t, m, _ in missing
-                    if m in self.derivatives or t not in files or not files[t].serves(self.reads[m])
+                    if m not in self.reads  # a layer cell: only a pass sees the layers
+                    or m in self.derivatives
+                    or t not in files
+                    or not files[t].serves(self.reads[m])
                 }
                 from_files: dict[str, list[tuple[str, str, str]]] = {}
                 for t, m, fingerprint in missing:
                     if t not in rerun:
                         from_files.setdefault(files[t].file, []).append((t, m, fingerprint))
                 cells = [(t, m, fingerprint) for t, m, fingerprint in missing if t in rerun]
-                reused += len(self.config.transforms) * len(self.config.measures) - len(missing)
+                reused += self.cells_of(model) - len(missing)
                 if rerun:
                     specs.append(self._pass_spec(model, dataset, cells, rerun))
                 records = {record.file: record for record in files.values()}
@@ -390,6 +430,14 @@ class StudyPlan:
                     or (self.run.per_sample and not cell.per_sample)
                 ):
                     missing.append((transform.name, measure.name, fingerprint))
+            for measure in self.config.layer_measures:
+                for layer in self.layers.get(model.name, ()):
+                    label = layer_cell(measure.name, layer)
+                    fingerprint = self.layer_fingerprint(model, dataset, transform, measure, layer)
+                    key = (model.name, dataset.name, transform.name, label)
+                    cell = stored.get(key)
+                    if cell is None or key in damaged or cell.fingerprint != fingerprint:
+                        missing.append((transform.name, label, fingerprint))
         return missing
 
     def _pass_spec(
@@ -406,6 +454,7 @@ class StudyPlan:
         transforms = tuple(t for t in self.config.transforms if t.name in names[0])
         views = tuple((t.name, self.outputs_fingerprint(model, dataset, t)) for t in transforms)
         keeping = rerun is not None and self.run.outputs != "none"
+        layered = {split[0] for m in names[1] if (split := split_layer_cell(m))}
         name = outputs_name(model.name, dataset.name, [views, *self._keep()])
         return PassSpec(
             model=model,
@@ -416,6 +465,8 @@ class StudyPlan:
             run=self.run,  # "auto" resolves where the pass runs
             kept_file=name if keeping else "",
             kept_views=views if keeping else (),
+            layer_measures=tuple(e for e in self.config.layer_measures if e.name in layered),
+            layers=tuple(self.layers.get(model.name, ())),
         )
 
 

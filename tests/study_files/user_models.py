@@ -195,3 +195,22 @@ def conv(seed: int = 3):
         nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256, 10),
     )  # fmt: skip
+
+
+class Pair(nn.Module):
+    """A module that returns a tuple, as attention blocks and RNNs do."""
+
+    def forward(self, x):
+        return x, x
+
+
+class First(nn.Module):
+    def forward(self, pair):
+        return pair[0]
+
+
+def paired(size: int = 16):
+    """A linear classifier behind a module that returns a tuple: that module is no layer to
+    measure."""
+    torch.manual_seed(0)
+    return nn.Sequential(Pair(), First(), nn.Flatten(), nn.Linear(3 * size * size, 10))
