@@ -30,6 +30,7 @@ def test_builtin_components_of_every_kind_are_listed():
         "dataset_centric",
         "estimate_accuracy",
         "invariance_profile",
+        "layer_profile",
         "model_centric",
         "predict_accuracy",
     ]

@@ -1,5 +1,6 @@
-"""Invariance profiles: how invariance changes with the magnitude of a transform, and which
-magnitude's invariance tracks accuracy best across models.
+"""Invariance profiles: how invariance changes with the magnitude of a transform, or with the
+depth of a layer, and at which magnitude (or layer) invariance tracks accuracy best across
+models.
 
 For every transform whose views are magnitudes (rotation's angles, a blur's sigmas: a
 transform's ``magnitudes``), the ``invariance_profile`` analysis draws each model's value on each
@@ -27,6 +28,8 @@ PROFILE_COLUMNS = [
     "dataset", "transform", "measure", "magnitude", "view", "models", "pearson_r",
     "pearson_low", "pearson_high", "spearman_rho", "spearman_low", "spearman_high",
 ]  # fmt: skip
+LAYER_PROFILE_COLUMNS = ["dataset", "transform", "measure", "depth", "layer",
+                         *PROFILE_COLUMNS[5:]]  # fmt: skip
 PANELS = 4  # test sets drawn per figure
 
 
@@ -55,6 +58,12 @@ class ProfileResult:
     directions: dict[str, bool | None]
     notes: list[str] = field(default_factory=list)
     analysis: str = "invariance_profile"
+    axis: str = "magnitude"  # what a profile runs along: a transform's "magnitude", or "depth"
+
+    @property
+    def position(self) -> str:
+        """What one point of a profile is: a view (magnitude), or a layer (depth)."""
+        return "layer" if self.axis == "depth" else "view"
 
     def to_dict(self) -> dict[str, Any]:
         return _json_ready(
@@ -63,6 +72,7 @@ class ProfileResult:
                 "params": self.params,
                 "profiles": [asdict(p) for p in self.profiles],
                 "notes": self.notes,
+                "axis": self.axis,
             }
         )
 
@@ -112,17 +122,45 @@ class ProfileResult:
         return found
 
     def summary(self) -> str | None:
-        """One sentence per transform × measure: the magnitude that tracks accuracy best and
-        the one that tracks it least."""
+        """One sentence per transform × measure: the magnitude (or layer) that tracks accuracy
+        best and the one that tracks it least; along depth, first where invariance forms."""
         lines = []
+        forms = self.where_invariance_forms() if self.axis == "depth" else {}
         for transform, measure, best, least, sets in self.best_and_least():
+            where = forms.pop((transform, measure), "")
             lines.append(
-                f"- **{md(transform)}**: {code(measure)} at {md(best['view'])} tracks accuracy "
-                f"best (mean r = {best['mean_r']:+.2f} over {sets} test set(s)), at "
+                f"- **{md(transform)}**: {where}{code(measure)} at {md(best['view'])} tracks "
+                f"accuracy best (mean r = {best['mean_r']:+.2f} over {sets} test set(s)), at "
                 f"{md(least['view'])} least (r = {least['mean_r']:+.2f}); r is signed so that "
                 "+ means more invariant models are more accurate"
             )
+        lines += [f"- **{md(t)}**: {where.rstrip('; ')}." for (t, _), where in forms.items()]
         return "\n".join(lines) or None
+
+    def where_invariance_forms(self) -> dict[tuple[str, str], str]:
+        """Per transform × measure along depth: the step between consecutive layers where the
+        models' mean invariance grows most (over the profiles' test sets), as a phrase."""
+        found = {}
+        for transform, measure in dict.fromkeys((p.transform, p.measure) for p in self.profiles):
+            sign = direction_sign(self.directions.get(measure))
+            mine = [p for p in self.profiles if (p.transform, p.measure) == (transform, measure)]
+            steps: dict[int, list[float]] = {}
+            for profile in mine:
+                for values in profile.values:
+                    for i in range(len(values) - 1):
+                        steps.setdefault(i, []).append(sign * (values[i + 1] - values[i]))
+            if not steps:
+                continue
+            mean = {i: sum(v) / len(v) for i, v in steps.items()}
+            i = max(mean, key=mean.get)
+            layers, depths = mine[0].views, mine[0].magnitudes
+            found[(transform, measure)] = (
+                f"by {code(measure)}, invariance forms most between {md(layers[i])} (depth "
+                f"{depths[i]:.2f}) and {md(layers[i + 1])} ({depths[i + 1]:.2f}); "
+                if mean[i] > 0
+                else f"by {code(measure)}, invariance does not grow with depth; "
+            )
+        return found
 
     def to_markdown(self) -> str:
         """Per test set × transform × measure, r and ρ at each magnitude, with intervals."""
@@ -134,7 +172,7 @@ class ProfileResult:
                 f"{direction_text(self.directions.get(profile.measure))}, "
                 f"{len(profile.models)} model(s) (r, ρ signed: + more invariant, more accurate)",
                 "",
-                "| magnitude | r | ρ |",
+                f"| {self.position} | r | ρ |",
                 "|---|---|---|",
             ]
             for corr in profile.correlations:
@@ -162,8 +200,8 @@ class ProfileResult:
                         "dataset": profile.dataset,
                         "transform": profile.transform,
                         "measure": profile.measure,
-                        "magnitude": corr["magnitude"],
-                        "view": corr["view"],
+                        self.axis: corr["magnitude"],
+                        self.position: corr["view"],
                         "models": corr["n"],
                         "pearson_r": corr.get("pearson_r"),
                         "pearson_low": low_r,
@@ -173,6 +211,8 @@ class ProfileResult:
                         "spearman_high": high_rho,
                     }
                 )
+        if self.axis == "depth":
+            return {"layer_profiles": (LAYER_PROFILE_COLUMNS, rows)}
         return {"profiles": (PROFILE_COLUMNS, rows)}
 
     def figures(self) -> Iterator[tuple[str, Figure]]:
@@ -183,8 +223,9 @@ class ProfileResult:
             profiles = [
                 p for p in self.profiles if (p.transform, p.measure) == (transform, measure)
             ]
+            prefix = "layers" if self.axis == "depth" else "profile"
             yield (
-                f"profile-{transform}-{measure}",
+                f"{prefix}-{transform}-{measure}",
                 self._figure(profiles[:PANELS], transform, measure),
             )
 
@@ -204,7 +245,12 @@ class ProfileResult:
                 color = "0.6" if accuracy is None else cmap(norm(accuracy))
                 ax.plot(profile.magnitudes, values, marker="o", markersize=3, color=color, lw=1)
             ax.set_title(plain(profile.dataset), fontsize=9)
-            ax.set_xlabel(plain(f"{transform} magnitude"), fontsize=8)
+            ax.set_xlabel(
+                plain(f"{transform}: relative depth (0 first module, 1 output)")
+                if self.axis == "depth"
+                else plain(f"{transform} magnitude"),
+                fontsize=8,
+            )
             ax.tick_params(labelsize=7)
         axes[0].set_ylabel(
             plain(measure) + direction_text(self.directions.get(measure)), fontsize=8
@@ -258,7 +304,7 @@ class InvarianceProfile:
                 )
 
     def __call__(self, table: Iterable[Mapping[str, Any]]) -> ProfileResult:
-        table = [row for row in table if row.get("views")]
+        table = [row for row in table if row.get("views") and not row.get("layer")]
         profiled = [  # a derivative measure's cells have one view, no magnitude: left out
             row for row in table if all(v.get("magnitude") is not None for v in row["views"])
         ]
@@ -277,53 +323,116 @@ class InvarianceProfile:
             f"{t!r} has no magnitudes: not profiled" for t in without if self.transforms is None
         ]
         rows = [row for row in profiled if row["transform"] in chosen]
-        return ProfileResult(self.params, self._profiles(rows), directions(table), notes)
+        return ProfileResult(
+            self.params, build_profiles(self.correlation, rows), directions(table), notes
+        )
 
-    def _profiles(self, rows: list[Mapping[str, Any]]) -> list[Profile]:
-        pseudo = []  # one row per cell and view: the view's value as the invariance
-        for row in rows:
-            for position, view in enumerate(row["views"]):
-                pseudo.append(
-                    {**row, "transform": f"{row['transform']}\x00{position}",
-                     "invariance": view["value"]}
-                )  # fmt: skip
-        by_view = {
-            (g.group["dataset"], g.group["transform"], g.group["measure"]): g
-            for g in self.correlation(pseudo).groups
-        }
-        profiles: dict[tuple[str, str, str], Profile] = {}
-        for row in rows:
-            key = (row["dataset"], row["transform"], row["measure"])
-            if key not in profiles:
-                profiles[key] = Profile(
-                    *key,
-                    magnitudes=[v["magnitude"] for v in row["views"]],
-                    views=[v["view"] for v in row["views"]],
-                    models=[], accuracy=[], values=[],
-                )  # fmt: skip
-            profile = profiles[key]
-            profile.models.append(row["model"])
-            accuracy = row.get("accuracy")
-            profile.accuracy.append(None if accuracy is None or math.isnan(accuracy) else accuracy)
-            profile.values.append([v["value"] for v in row["views"]])
-        for (dataset, transform, measure), profile in profiles.items():
-            for position, (view, magnitude) in enumerate(
-                zip(profile.views, profile.magnitudes, strict=True)
-            ):
-                group = by_view[dataset, f"{transform}\x00{position}", measure]
-                profile.correlations.append(
-                    {
-                        "view": view,
-                        "magnitude": magnitude,
-                        "n": group.n,
-                        "message": group.message,
-                        "pearson_r": group.statistics.get("pearson_r"),
-                        "spearman_rho": group.statistics.get("spearman_rho"),
-                        "intervals": {
-                            k: v
-                            for k, v in group.intervals.items()
-                            if k in ("pearson_r", "spearman_rho")
-                        },
-                    }
-                )
-        return list(profiles.values())
+
+class LayerProfile:
+    """Invariance against relative depth: each model's layer measure at each measured layer
+    (0 the first module, 1 the output), and the model-centric correlation of accuracy with
+    invariance at each layer.
+
+    Models are profiled together when they measure the same layers (one architecture, or
+    shared module names); a model whose layers differ from the most common list is named in
+    a note. The statistics are ``model_centric``'s, with its parameters."""
+
+    name = "layer_profile"
+
+    def __init__(
+        self,
+        n_bootstrap: int = 1000,
+        confidence: float = 0.95,
+        seed: int = 0,
+        fit: str = "theil_sen",
+    ):
+        self.correlation = ModelCentric(n_bootstrap, confidence, seed, fit)
+        self.params = dict(self.correlation.params)
+
+    def __call__(self, table: Iterable[Mapping[str, Any]]) -> ProfileResult:
+        rows, notes = layer_rows([row for row in table if row.get("layer")])
+        if not rows:
+            notes.append("no layer cells: name layers in the config (docs/layers.md)")
+        return ProfileResult(
+            self.params, build_profiles(self.correlation, rows), directions(rows), notes,
+            analysis=self.name, axis="depth",
+        )  # fmt: skip
+
+
+def layer_rows(rows: list[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Layer cells merged into one row per model × dataset × transform × layer measure, its
+    layers as ``views`` (the layer's name, its depth as the magnitude, its value), shallowest
+    first; the models whose layers differ from the most common list left out, and named."""
+    merged: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        measure = row["measure"].split("@", 1)[0]
+        key = (row["model"], row["dataset"], row["transform"], measure)
+        entry = merged.setdefault(key, {**row, "measure": measure, "views": []})
+        entry["views"].append({"view": row["layer"], "magnitude": row["depth"],
+                               "value": row["value"]})  # fmt: skip
+    layers: dict[str, tuple[str, ...]] = {}
+    for entry in merged.values():
+        entry["views"].sort(key=lambda view: view["magnitude"])
+        layers[entry["model"]] = tuple(view["view"] for view in entry["views"])
+    if not layers:
+        return [], []
+    common = max(set(layers.values()), key=list(layers.values()).count)
+    apart = sorted(model for model, names in layers.items() if names != common)
+    notes = (
+        [f"left out of the layer profiles, their layers differing from the others' "
+         f"({', '.join(common)}): {', '.join(apart)}"]
+        if apart else []
+    )  # fmt: skip
+    return [entry for entry in merged.values() if entry["model"] not in apart], notes
+
+
+def build_profiles(correlation: ModelCentric, rows: list[Mapping[str, Any]]) -> list[Profile]:
+    """Profiles of rows whose ``views`` are the points (a magnitude or a depth each), with the
+    model-centric correlation at each point."""
+    pseudo = []  # one row per cell and view: the view's value as the invariance
+    for row in rows:
+        for position, view in enumerate(row["views"]):
+            pseudo.append(
+                {**row, "transform": f"{row['transform']}\x00{position}",
+                 "invariance": view["value"]}
+            )  # fmt: skip
+    by_view = {
+        (g.group["dataset"], g.group["transform"], g.group["measure"]): g
+        for g in correlation(pseudo).groups
+    }
+    profiles: dict[tuple[str, str, str], Profile] = {}
+    for row in rows:
+        key = (row["dataset"], row["transform"], row["measure"])
+        if key not in profiles:
+            profiles[key] = Profile(
+                *key,
+                magnitudes=[v["magnitude"] for v in row["views"]],
+                views=[v["view"] for v in row["views"]],
+                models=[], accuracy=[], values=[],
+            )  # fmt: skip
+        profile = profiles[key]
+        profile.models.append(row["model"])
+        accuracy = row.get("accuracy")
+        profile.accuracy.append(None if accuracy is None or math.isnan(accuracy) else accuracy)
+        profile.values.append([v["value"] for v in row["views"]])
+    for (dataset, transform, measure), profile in profiles.items():
+        for position, (view, magnitude) in enumerate(
+            zip(profile.views, profile.magnitudes, strict=True)
+        ):
+            group = by_view[dataset, f"{transform}\x00{position}", measure]
+            profile.correlations.append(
+                {
+                    "view": view,
+                    "magnitude": magnitude,
+                    "n": group.n,
+                    "message": group.message,
+                    "pearson_r": group.statistics.get("pearson_r"),
+                    "spearman_rho": group.statistics.get("spearman_rho"),
+                    "intervals": {
+                        k: v
+                        for k, v in group.intervals.items()
+                        if k in ("pearson_r", "spearman_rho")
+                    },
+                }
+            )
+    return list(profiles.values())

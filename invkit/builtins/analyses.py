@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from invkit.analysis.analyses import DatasetCentric, ModelCentric, PredictAccuracy
 from invkit.analysis.estimation import EstimateAccuracy
-from invkit.analysis.profiles import InvarianceProfile
+from invkit.analysis.profiles import InvarianceProfile, LayerProfile
 from invkit.plugin.hookspecs import hookimpl
 
 
@@ -16,3 +16,4 @@ def register_analyses(register):
     register(PredictAccuracy)
     register(EstimateAccuracy)
     register(InvarianceProfile)
+    register(LayerProfile)
