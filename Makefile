@@ -19,10 +19,14 @@ install: $(PY)
 demo: install
 	$(VENV)/bin/invkit study --demo
 
+# tmeasures, for tests/test_layers.py's side-by-side: installed without the OpenCV and
+# scikit-image it declares (its PyTorch measures use neither); statsmodels, which it imports
+# without declaring it, is in the test extra.
 test: $(PY)
 	.ci/chromium
 	$(PY) -m pip install --quiet $(EDITABLE) '.[test]'
 	$(PY) -m pip install --quiet ./plugins/invkit-jigsaw
+	$(PY) -m pip install --quiet --no-deps tmeasures==1.2.11
 	$(MAKE) lint
 	$(PY) -m pytest
 
