@@ -136,7 +136,7 @@ def _component_text(component: Component) -> list[str]:
     lines = [f"{component.name}  [{component.plugin}]"]
     lines += textwrap.wrap(component.description, LIST_WIDTH, initial_indent="    ",
                            subsequent_indent="    ")  # fmt: skip
-    if component.kind == "measure":
+    if component.kind in ("measure", "layer_measure"):
         factory: Any = component.factory
         direction = "higher" if getattr(factory, "higher_is_invariant", True) else "lower"
         labels = ", needs labels" if getattr(factory, "needs_labels", False) else ""

@@ -91,8 +91,9 @@ class _VarianceSums(LayerAccumulator):
 
 
 class NormalizedVariance(LayerMeasure):
-    """Normalized variance (Quiroga et al. 2023, tmeasures): per unit, the spread across an
-    image's transformations over the spread across images; lower is more invariant."""
+    """Normalized variance (Quiroga et al., "Measuring (in)variances in convolutional
+    networks"; tmeasures): per unit, the spread across an image's transformations over the
+    spread across images; lower is more invariant."""
 
     name = "normalized_variance"
     higher_is_invariant = False
