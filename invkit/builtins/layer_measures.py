@@ -10,12 +10,14 @@ and accumulated over batches in float64.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from invkit.errors import InvkitError
 from invkit.plugin.components import LayerAccumulator, LayerMeasure
 from invkit.plugin.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torch loads with the first pass, not with `invkit list`
+    import torch
 
 
 def _by_unit(features: torch.Tensor) -> torch.Tensor:
@@ -43,6 +45,8 @@ def check_views(original: torch.Tensor, views: Sequence[torch.Tensor]) -> None:
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """numerator / denominator per unit, with tmeasures' conventions: 0 / 0 is 1 (a unit that
     varies with nothing), x / 0 is infinite."""
+    import torch
+
     ratio = numerator / denominator.where(denominator > 0, torch.ones_like(denominator))
     ratio = ratio.where(denominator > 0, torch.full_like(ratio, float("inf")))
     return ratio.where((denominator > 0) | (numerator > 0), torch.ones_like(ratio))
@@ -60,6 +64,8 @@ class _VarianceSums(LayerAccumulator):
         self.squares: torch.Tensor | None = None
 
     def update(self, original: torch.Tensor, views: Sequence[torch.Tensor]) -> None:
+        import torch
+
         check_views(original, views)
         dtype = torch.promote_types(original.dtype, torch.float32)
         each = [_by_unit(f).to(dtype) for f in (original, *views)]  # T × (B, units, positions)
@@ -119,6 +125,7 @@ class _CrossProducts(LayerAccumulator):
         self.sums[name] = self.sums[name] + value if name in self.sums else value
 
     def update(self, original: torch.Tensor, views: Sequence[torch.Tensor]) -> None:
+
         check_views(original, views)
         x = pooled(original)
         self._add("x", x.sum(dim=0))
@@ -132,10 +139,14 @@ class _CrossProducts(LayerAccumulator):
         self.images += x.shape[0]
 
     def _centred(self, product: str, left: str, right: str) -> torch.Tensor:
+        import torch
+
         n = self.images
         return self.sums[product] - torch.outer(self.sums[left], self.sums[right]) / n
 
     def result(self) -> tuple[float, list[float] | None]:
+        import torch
+
         if self.images < 2:
             raise InvkitError("cka needs at least 2 images")
         xx = torch.linalg.matrix_norm(self._centred("xx", "x", "x"))
