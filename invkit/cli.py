@@ -445,7 +445,7 @@ def layers_command(spec: str, params: tuple[str, ...]) -> None:
     for name, kind, output in rows:
         click.echo(terminal(f"{name:<{width}}  {kind:<{kinds}}  {output}"))
     if spec.startswith("timm:"):
-        stages = timm_stages(spec.split(":", 1)[1].split("@")[0])
+        stages = timm_stages(spec.split(":", 1)[1])
         click.echo(terminal(f'"stages": {", ".join(stages)}'))
 
 

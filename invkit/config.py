@@ -209,6 +209,7 @@ class StudyConfig:
 
 
 TOP_LEVEL = ("models", "datasets", "transforms", "measures", "layer_measures", "analyses", "run")
+LAYER_SEPARATOR = "@"  # a layer cell's label in the store: "normalized_variance@layer2"
 DEFAULT_LAYER_MEASURES = ("normalized_variance", "cka")  # when layers are named and these are not
 
 
@@ -379,9 +380,11 @@ def layer_names(where: str, value: Any) -> tuple[str, ...]:
             f'{where} must be a list of module names, e.g. ["layer1", "layer2.1.conv2", '
             f'"output"], or "stages"; got {value!r}'
         )
-    bad = [n for n in names if "@" in n]
+    bad = [n for n in names if LAYER_SEPARATOR in n]
     if bad:
-        raise ConfigError(f"{where}: {bad[0]!r} is not a module name (no '@' in one)")
+        raise ConfigError(
+            f"{where}: {bad[0]!r} is not a module name (no {LAYER_SEPARATOR!r} in one)"
+        )
     return tuple(dict.fromkeys(names))
 
 
@@ -661,10 +664,10 @@ def parse_config(
         sections["layer_measures"] = [ComponentEntry(n, n) for n in DEFAULT_LAYER_MEASURES]
     for section in ("measures", "layer_measures"):
         problems += [
-            f"{section}[{entry.name!r}]: a label may not hold '@' (it joins a layer measure to "
-            "its layer in the store); rename it"
+            f"{section}[{entry.name!r}]: a label may not hold {LAYER_SEPARATOR!r} (it joins a "
+            "layer measure to its layer in the store); rename it"
             for entry in sections[section]
-            if "@" in entry.name
+            if LAYER_SEPARATOR in entry.name
         ]
     if sections["layer_measures"] and not layered:
         problems.append(

@@ -8,9 +8,9 @@ import difflib
 from collections.abc import Sequence
 from typing import Any
 
+from invkit.config import LAYER_SEPARATOR as SEPARATOR
 from invkit.errors import InvkitError
 
-SEPARATOR = "@"  # a layer cell's label in the store: "normalized_variance@layer2"
 OUTPUT = "output"  # the model's own output (its logits)
 STAGES = "stages"  # a timm model's feature stages (feature_info)
 
@@ -48,7 +48,7 @@ def resolve_layers(names: Sequence[str], scheme: str, rest: str, where: str) -> 
         if name != STAGES:
             resolved.append(name)
         elif scheme == "timm":
-            resolved += timm_stages(rest.split("@")[0])
+            resolved += timm_stages(rest)
         else:
             raise InvkitError(
                 f'{where}: layers = "stages" reads a timm model\'s feature_info; {scheme}: '
@@ -58,9 +58,9 @@ def resolve_layers(names: Sequence[str], scheme: str, rest: str, where: str) -> 
     return list(dict.fromkeys(resolved))
 
 
-def find_layers(module: Any, names: Sequence[str], model: str, spec: str) -> dict[str, Any]:
+def find_layers(module: Any, names: Sequence[str], where: str, spec: str) -> dict[str, Any]:
     """The modules ``names`` name in ``module`` (``"output"``: the module itself); a name
-    that is not there is refused with the nearest ones."""
+    that is not there is refused with the nearest ones, the error opening with ``where``."""
     modules = dict(module.named_modules())
     found, unknown = {}, []
     for name in names:
@@ -74,7 +74,7 @@ def find_layers(module: Any, names: Sequence[str], model: str, spec: str) -> dic
         near = difflib.get_close_matches(unknown[0], [n for n in modules if n], n=4, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
         raise InvkitError(
-            f"model {model!r} has no layer {unknown[0]!r}{hint} (`invkit layers {spec}` lists "
+            f"{where} has no layer {unknown[0]!r}{hint} (`invkit layers {spec}` lists "
             'its modules and their output shapes; "output" is its own output)'
         )
     return found

@@ -78,7 +78,7 @@ def check_loading(
         if plan.layers.get(model.name):
             with problems.at():
                 find_layers(
-                    loaded.module, plan.layers[model.name], model.name,
+                    loaded.module, plan.layers[model.name], f"model {model.name!r}",
                     f"{model.scheme}:{model.rest}",
                 )  # fmt: skip
         for dataset, data in [

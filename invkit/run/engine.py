@@ -12,7 +12,7 @@ kept, never the dataset's outputs, and never more than one chunk of views.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +164,7 @@ class _ModelState:
         self.layer_modules = find_layers(
             self.module,
             list(dict.fromkeys(layer for cells in run.layers.values() for layer, _, _ in cells)),
-            run.label.split(" × ")[0],
+            run.label,
             run.spec,
         )
         self.accumulators = {
@@ -272,15 +272,17 @@ def evaluate(
             pixels = as_float(pixels.to(device, non_blocking=True))
             if channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
-            outputs, counts = _forward_views(
+            outputs, features, counts = _forward_views(
                 states, pixels, transforms, needed, max_views_per_forward, use_amp
             )
             tangents = {t: transforms[t].generator(pixels) for t in derived}
             indices.append(index)
-            for state, logits in zip(states, outputs, strict=True):
+            for state, logits, views in zip(states, outputs, features, strict=True):
                 _evaluate_batch(
                     state, logits, pixels, counts, tangents, labels, batch_number, index, use_amp
                 )
+                if state.accumulators:
+                    _accumulate_layers(state, views, counts)
     if not indices:
         reason = (
             f"all {len(skipped)} images were unreadable, e.g. {skipped[0][1]}"
@@ -317,28 +319,26 @@ def _forward_views(
     needed: Sequence[str],
     views_per_forward: int,
     amp: bool,
-) -> tuple[list[torch.Tensor], dict[str, int]]:
+) -> tuple[list[torch.Tensor], list[list[dict[str, torch.Tensor]]], dict[str, int]]:
     """Each model's logits over the originals and every view of its transforms (in its cells'
-    order), and each transform's view count. Views are made ``views_per_forward`` at a time
+    order), its measured layers' outputs on each of them in the same order (a dict per
+    view), and each transform's view count. Views are made ``views_per_forward`` at a time
     (0: all at once), and each chunk runs through every model before the next is made."""
     size = pixels.shape[0]
-    parts: list[dict[str, list[torch.Tensor]]] = []
-    features: list[dict[str, list[dict[str, torch.Tensor]]]] = []  # per model: per view
-    for state in states:
-        parts.append({"": [_model_forward(state, pixels, amp)]})
-        features.append({"": [state.captured]})
+    parts: list[dict[str, list[tuple[torch.Tensor, dict[str, torch.Tensor]]]]] = [
+        {"": [(_model_forward(state, pixels, amp), state.captured)]} for state in states
+    ]
     counts = dict.fromkeys(needed, 0)
     pending: list[tuple[str, torch.Tensor]] = []
 
     def flush() -> None:
-        for state, mine, layers in zip(states, parts, features, strict=True):
+        for state, mine in zip(states, parts, strict=True):
             own = [(t, view) for t, view in pending if t in state.run.cells]
             if own:
                 logits = _model_forward(state, torch.cat([view for _, view in own]), amp)
-                blocks = {name: f.split(size) for name, f in state.captured.items()}
+                layers = {name: f.split(size) for name, f in state.captured.items()}
                 for i, ((t, _), block) in enumerate(zip(own, logits.split(size), strict=True)):
-                    mine.setdefault(t, []).append(block)
-                    layers.setdefault(t, []).append({n: b[i] for n, b in blocks.items()})
+                    mine.setdefault(t, []).append((block, {n: b[i] for n, b in layers.items()}))
         pending.clear()
 
     for t in needed:
@@ -348,13 +348,13 @@ def _forward_views(
             if len(pending) == views_per_forward:
                 flush()
     flush()
-    outputs = []
-    for state, mine, layers in zip(states, parts, features, strict=True):
-        order = [""] + [t for t in state.run.cells]
-        outputs.append(torch.cat([block for t in order for block in mine.get(t, [])]))
+    outputs, features = [], []
+    for state, mine in zip(states, parts, strict=True):
+        blocks = [part for t in ["", *state.run.cells] for part in mine.get(t, [])]
+        outputs.append(torch.cat([logits for logits, _ in blocks]))
+        features.append([layers for _, layers in blocks])
         state.forward_images += outputs[-1].shape[0]
-        state.views = [view for t in order for view in layers.get(t, [])]
-    return outputs, counts
+    return outputs, features, counts
 
 
 def _model_forward(state: _ModelState, pixels: torch.Tensor, amp: bool) -> torch.Tensor:
@@ -417,40 +417,43 @@ def _evaluate_batch(
     target = target.to(device, non_blocking=True)
     state.correct.append(top_indices[:size, 0] == target)
     known = target if all_labeled else None
-    offset = 1
-    for t, measures in run.cells.items():
-        count = counts[t]
-        for m, measure in measures:
+    for t, views in _view_slices(run.cells, counts):
+        for m, measure in run.cells[t]:
             if (t, m) in state.derivatives:
                 derivative = measure.derivative(state.probabilities, pixels, tangents[t])
                 state.values[(t, m)].append(derivative.unsqueeze(0))  # one "view": d/dt
                 continue
             given = inputs[state.reads[m]]
-            these = given[offset : offset + count]
-            state.values[(t, m)].append(view_values(measure, given[0], these, known))
-        offset += count
-    if state.accumulators:
-        _accumulate_layers(state, counts)
+            state.values[(t, m)].append(view_values(measure, given[0], given[views], known))
     if state.recorder:
         state.recorder.add(logits, probs, top_indices, top_probs, size)
 
 
-def _accumulate_layers(state: _ModelState, counts: Mapping[str, int]) -> None:
+def _view_slices(
+    transforms: Iterable[str], counts: Mapping[str, int]
+) -> Iterator[tuple[str, slice]]:
+    """Each transform and where its views lie in a batch's outputs: after the originals
+    (position 0), the transforms' views one after another, in order."""
+    offset = 1
+    for t in transforms:
+        yield t, slice(offset, offset + counts[t])
+        offset += counts[t]
+
+
+def _accumulate_layers(
+    state: _ModelState, views: Sequence[Mapping[str, torch.Tensor]], counts: Mapping[str, int]
+) -> None:
     """One batch's layer outputs (originals, then each transform's views, in the logits'
     order) into the model's layer measures."""
-    views = state.views
-    offset = 1
-    for t in state.run.cells:
-        count = counts[t]
+    for t, these in _view_slices(state.run.cells, counts):
         for layer, label, _ in state.run.layers.get(t, ()):
             try:
                 state.accumulators[(t, label)].update(
-                    views[0][layer], [view[layer] for view in views[offset : offset + count]]
+                    views[0][layer], [view[layer] for view in views[these]]
                 )
             except InvkitError as error:
                 where = f"{state.run.label}: layer {layer!r} under {t}"
                 raise InvkitError(f"{where}: {error}") from None
-        offset += count
 
 
 def _evaluation(
