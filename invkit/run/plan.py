@@ -417,27 +417,30 @@ class StudyPlan:
         damaged: set[tuple[str, ...]],
     ) -> list[tuple[str, str, str]]:
         """The cells of a model × dataset the store lacks, or holds stale or damaged."""
-        missing = []
+        wanted = []  # (transform, cell label, fingerprint, whether it keeps per-sample values)
         for transform in self.config.transforms:
-            for measure in self.config.measures:
-                fingerprint = self.cell_fingerprint(model, dataset, transform, measure)
-                key = (model.name, dataset.name, transform.name, measure.name)
-                cell = stored.get(key)
-                if (
-                    cell is None
-                    or key in damaged
-                    or cell.fingerprint != fingerprint
-                    or (self.run.per_sample and not cell.per_sample)
-                ):
-                    missing.append((transform.name, measure.name, fingerprint))
-            for measure in self.config.layer_measures:
-                for layer in self.layers.get(model.name, ()):
-                    label = layer_cell(measure.name, layer)
-                    fingerprint = self.layer_fingerprint(model, dataset, transform, measure, layer)
-                    key = (model.name, dataset.name, transform.name, label)
-                    cell = stored.get(key)
-                    if cell is None or key in damaged or cell.fingerprint != fingerprint:
-                        missing.append((transform.name, label, fingerprint))
+            wanted += [
+                (transform.name, measure.name,
+                 self.cell_fingerprint(model, dataset, transform, measure), self.run.per_sample)
+                for measure in self.config.measures
+            ]  # fmt: skip
+            wanted += [  # a layer measure is a statistic of the whole set: no per-sample values
+                (transform.name, layer_cell(measure.name, layer),
+                 self.layer_fingerprint(model, dataset, transform, measure, layer), False)
+                for measure in self.config.layer_measures
+                for layer in self.layers.get(model.name, ())
+            ]  # fmt: skip
+        missing = []
+        for transform, label, fingerprint, per_sample in wanted:
+            key = (model.name, dataset.name, transform, label)
+            cell = stored.get(key)
+            if (
+                cell is None
+                or key in damaged
+                or cell.fingerprint != fingerprint
+                or (per_sample and not cell.per_sample)
+            ):
+                missing.append((transform, label, fingerprint))
         return missing
 
     def _pass_spec(
