@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from invkit.analysis.analyses import ModelCentric, _json_ready, directions
 from invkit.analysis.render import direction_sign, direction_text, interval_text
 from invkit.errors import InvkitError
+from invkit.inputs.layers import split_layer_cell
 from invkit.markup import code, md, plain
 
 if TYPE_CHECKING:
@@ -365,7 +366,7 @@ def layer_rows(rows: list[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], lis
     first; the models whose layers differ from the most common list left out, and named."""
     merged: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for row in rows:
-        measure = row["measure"].split("@", 1)[0]
+        measure, _ = split_layer_cell(row["measure"])  # type: ignore[misc]
         key = (row["model"], row["dataset"], row["transform"], measure)
         entry = merged.setdefault(key, {**row, "measure": measure, "views": []})
         entry["views"].append({"view": row["layer"], "magnitude": row["depth"],

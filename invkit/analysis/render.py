@@ -6,7 +6,7 @@ the same rules as the built-ins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from invkit.markup import code, md, plain
@@ -148,7 +148,7 @@ def _signed(row: Mapping[str, Any], sign: int) -> dict[str, Any]:
         if row.get(name) is not None:
             signed[f"signed_{name}"] = sign * row[name]
         if row.get(f"{name}_low") is not None:
-            bounds = sorted(sign * row[f"{name}_{end}"] for end in ("low", "high"))
+            bounds = signed_bounds([row[f"{name}_low"], row[f"{name}_high"]], sign)
             signed[f"signed_{name}_low"], signed[f"signed_{name}_high"] = bounds
     return signed
 
@@ -167,6 +167,11 @@ def prediction_marks(prediction: dict[str, Any]) -> str:
     )
 
 
+def signed_bounds(bounds: Sequence[float], sign: int) -> list[float]:
+    """An interval's bounds times ``sign``, lower first (a flipped interval's swapped)."""
+    return sorted(sign * bound for bound in bounds)
+
+
 def interval_text(
     statistics: Mapping[str, Any], intervals: Mapping[str, Any], statistic: str, sign: int = 1
 ) -> str:
@@ -176,7 +181,7 @@ def interval_text(
         return ""
     text = f"{sign * value:.3f}"
     if intervals.get(statistic):
-        low, high = sorted(sign * bound for bound in intervals[statistic])
+        low, high = signed_bounds(intervals[statistic], sign)
         text += f" [{low:.3f}, {high:.3f}]"
     return text
 
@@ -360,7 +365,7 @@ def _signed_high(group: GroupResult, higher_is_invariant: bool | None) -> float 
     bounds = group.intervals.get("pearson_r")
     if not bounds or group.message:
         return None
-    return max(direction_sign(higher_is_invariant) * bound for bound in bounds)
+    return signed_bounds(bounds, direction_sign(higher_is_invariant))[1]
 
 
 def _best_measures(

@@ -125,7 +125,6 @@ class _CrossProducts(LayerAccumulator):
         self.sums[name] = self.sums[name] + value if name in self.sums else value
 
     def update(self, original: torch.Tensor, views: Sequence[torch.Tensor]) -> None:
-
         check_views(original, views)
         x = pooled(original)
         self._add("x", x.sum(dim=0))

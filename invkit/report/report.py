@@ -28,12 +28,12 @@ from invkit.inputs.layers import layer_cell
 from invkit.markup import code, csv_cell, fenced, md, terminal
 from invkit.paths import TEMPORARY_SUFFIX, check_writable, is_own, refuse_links, replacing
 from invkit.report.formats import report_html, summary_latex
-from invkit.report.per_sample import write_parquet
+from invkit.report.per_sample import configured, write_parquet
 from invkit.results.reading import StudyOutputs
 from invkit.results.store import STORE_NAME, Store, store_files
 from invkit.version import __version__ as VERSION
 
-RESULT_COLUMNS = [
+CELL_RESULT_COLUMNS = [  # a cell's own fields in results.csv
     "model",
     "dataset",
     "transform",
@@ -47,9 +47,8 @@ RESULT_COLUMNS = [
     "skipped",
     "higher_is_invariant",
     "matching",
-    "layer",
-    "depth",
 ]
+RESULT_COLUMNS = [*CELL_RESULT_COLUMNS, "layer", "depth"]  # a layer cell's layer and its depth
 
 
 PER_VIEW_COLUMNS = [
@@ -60,26 +59,23 @@ PER_VIEW_COLUMNS = [
 def results_table(store: Store, config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per cell of the configured models × datasets × transforms × measures; ``views``
     holds the cell's value on each view (view, magnitude, value), in the transform's order."""
-    names = {
-        section: [e["name"] for e in config[section]]
-        for section in ("models", "datasets", "transforms", "measures")
-    }
+    names = configured(config)
     cells = store.cells()
     views = store.view_values()
     layers = measured_layers(store, config)
     layer_measures = [entry["name"] for entry in config.get("layer_measures", [])]
     rows = []
-    for model in names["models"]:
-        for dataset in names["datasets"]:
-            for transform in names["transforms"]:
-                keys = [(measure, "", None) for measure in names["measures"]]
+    for model in names["model"]:
+        for dataset in names["dataset"]:
+            for transform in names["transform"]:
+                keys = [(measure, "", None) for measure in names["measure"]]
                 keys += [(m, layer, depth) for layer, depth in layers.get(model, [])
                          for m in layer_measures]  # fmt: skip
                 for measure, layer, depth in keys:
                     label = layer_cell(measure, layer) if layer else measure
                     cell = cells.get((model, dataset, transform, label))
                     if cell is not None:
-                        row = {column: getattr(cell, column) for column in RESULT_COLUMNS[:-2]}
+                        row = {column: getattr(cell, column) for column in CELL_RESULT_COLUMNS}
                         row.update(measure=measure, layer=layer or None, depth=depth)
                         row["views"] = [
                             {"view": view, "magnitude": magnitude, "value": value}

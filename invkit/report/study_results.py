@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from invkit.errors import InvkitError
 from invkit.paths import refuse_links
-from invkit.report.per_sample import CHUNK_ROWS, FRAME_NAMES, configured, sample_frames
+from invkit.report.per_sample import (
+    CHUNK_ROWS,
+    FRAME_NAMES,
+    SAMPLE_COLUMNS,
+    configured,
+    sample_frames,
+)
 from invkit.report.report import (
     MODEL_COLUMNS,
     PER_VIEW_COLUMNS,
@@ -61,9 +67,8 @@ def _frame(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pd.DataFra
     for column in frame.columns:
         if column in FLOAT_COLUMNS:
             frame[column] = frame[column].astype("float64")
-        elif frame[column].dtype == object and frame[column].isna().any():
-            missing = frame[column].isna()  # an output cell's layer: NaN, as a CSV reads it
-            frame[column] = np.nan if missing.all() else frame[column].where(~missing, np.nan)
+        elif frame[column].dtype == object:  # an output cell's layer: NaN, as a CSV reads it
+            frame[column] = frame[column].where(frame[column].notna(), np.nan)
     return frame.rename(columns=FRAME_NAMES)
 
 
@@ -231,16 +236,12 @@ class StudyResults:
             if chunksize < 1:
                 raise InvkitError(f"chunksize must be a positive number of rows; got {chunksize}")
             return self._chunks(where, chunksize)
-        frames = list(self._chunks(where, None))
-        if not frames:
-            from invkit.report.per_sample import SAMPLE_COLUMNS
+        frames = list(self._chunks(where, CHUNK_ROWS))
+        return pd.concat(frames, ignore_index=True) if frames else _frame([], SAMPLE_COLUMNS)
 
-            return _frame([], SAMPLE_COLUMNS)
-        return pd.concat(frames, ignore_index=True)
-
-    def _chunks(self, where: dict[str, list[str]], rows: int | None) -> Iterator[pd.DataFrame]:
+    def _chunks(self, where: dict[str, list[str]], rows: int) -> Iterator[pd.DataFrame]:
         with self._store() as (store, _):
-            yield from sample_frames(store, where, rows or CHUNK_ROWS)
+            yield from sample_frames(store, where, rows)
 
     def outputs(self, model: str, dataset: str) -> Outputs:
         """The per-image outputs the study kept of ``model`` on ``dataset`` (numpy arrays,
