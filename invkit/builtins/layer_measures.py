@@ -70,8 +70,8 @@ class _VarianceSums(LayerAccumulator):
         dtype = torch.promote_types(original.dtype, torch.float32)
         each = [_by_unit(f).to(dtype) for f in (original, *views)]  # T × (B, units, positions)
         batch = each[0].shape[0]
-        centre = sum(each) / len(each)  # elementwise over the transformations: no strided
-        deviations = sum((f - centre).square_() for f in each)  # reductions, 60× faster
+        centre = sum(each) / len(each)  # elementwise over the transformations: strided
+        deviations = sum((f - centre).square_() for f in each)  # reductions were slow
         spread = deviations.div_(len(each) - 1).sqrt_().sum(dim=0).double()
         mean = torch.stack([f.mean(dim=0) for f in each])  # (T, units, positions)
         squares = torch.stack(
